@@ -4,6 +4,16 @@
     python3 experiments/synthetic.py --preset cpu-smoke     # the whole pipeline at tiny sizes, CPU
     python3 experiments/synthetic.py induction_heads_mamba --steps 20000 --batch-size 32
 
+Runs longer than one sitting: train each config in its own process under a time limit
+(``timeout`` sends SIGTERM; the run checkpoints the step it is at and stops), run the same
+command again to continue, evaluate whatever step was reached, and merge the processes'
+results into one table::
+
+    timeout 500 python3 experiments/synthetic.py selective_copying_mamba --preset gpu-session --train-only
+    python3 experiments/synthetic.py selective_copying_mamba --preset gpu-session --evaluate-only \
+        --results-dir out/mamba
+    python3 experiments/synthetic.py --merge out/*/synthetic_h100.json --results-dir out
+
 Trains each named config of ``experiments/configs/`` (default: the five below) with the
 training loop of ``experiments/train.py``, restores its last checkpoint and evaluates it:
 Selective Copying on held-out batches at the training length; Induction Heads at every test
@@ -19,6 +29,12 @@ config (the paper's setting) is listed in the JSON under ``overrides``:
 
     paper       the configs as they are: the paper's full runs (400K steps of batch 64 for
                 Selective Copying, 204,800 steps of batch 8 for Induction Heads)
+    gpu-session the paper's tasks and models within the GPU time of a few sittings, resumed
+                across them: Selective Copying on the paper's constant schedule at 10x its
+                learning rate (1e-3), evaluated at the step it reached; Induction Heads on the
+                paper's 1.64M training sequences in batches of 64 (25,600 steps) at the
+                paper's learning rate, tested at every length 2^6 … 2^20 on up to 256
+                sequences each
     gpu-short   the paper's tasks, models and lengths with 3000 steps each, sized for one
                 H100 in about 5 minutes in total (an estimate, to be measured): Selective
                 Copying at a peak learning rate of 2e-3 with warmup and cosine decay (so that
@@ -29,7 +45,9 @@ config (the paper's setting) is listed in the JSON under ``overrides``:
                 the results
 
 A workdir that already holds a run of the same config is continued (or, when finished,
-only evaluated); delete it, or pass another ``--workdir``, to start afresh.
+only evaluated); delete it, or pass another ``--workdir``, to start afresh. A run stopped
+before its last step is evaluated only under ``--evaluate-only``, and its entry then gives the
+step it reached (``steps``) next to the planned one (``planned_steps``).
 """
 
 from __future__ import annotations
@@ -53,6 +71,7 @@ from ssmjax.models import count_params
 from ssmjax.ops.selective_scan import BACKENDS
 from ssmjax.train import CheckpointError, Checkpointer, ExperimentConfig, TrainingRun, train
 from ssmjax.train.config import load_config, override
+from ssmjax.train.logging import read_metrics
 from ssmjax.train.sharding import make_mesh
 
 ROOT = pathlib.Path(__file__).resolve().parent
@@ -107,6 +126,23 @@ def _gpu_short_induction_heads(config: ExperimentConfig) -> list[str]:
     return _schedule(3000, log_every=100) + ["train.batch_size=64", "train.eval_batches=8"]
 
 
+def _session_selective_copying(config: ExperimentConfig) -> list[str]:
+    # The paper's constant rate, ten times higher: 1e-4 needs its 400K steps, a few sittings
+    # hold a tenth of them. Constant, so that the run at any step is the same whatever the
+    # planned length: it is evaluated where the time ran out.
+    # One checkpoint per run: the workdirs move between machines from sitting to sitting.
+    return ["train.optimizer.learning_rate=1e-3", "train.eval_every=1000",
+            "train.checkpoint_every=5000", "train.log_every=250", "train.keep_checkpoints=1"]
+
+
+def _session_induction_heads(config: ExperimentConfig) -> list[str]:
+    # The paper's 8 x 204,800 = 1.64M sequences in batches of 64: a step of batch 8 at length
+    # 256 leaves the GPU mostly idle, so the same data in 8x fewer steps takes ~8x less time.
+    return ["train.batch_size=64", "train.steps=25600", "train.eval_every=1600",
+            "train.eval_batches=8", "train.checkpoint_every=3200", "train.log_every=400",
+            "train.keep_checkpoints=1"]
+
+
 def _smoke_selective_copying(config: ExperimentConfig) -> list[str]:
     sets = _schedule(40, log_every=10) + [
         "task.context_length=28", "task.num_tokens=4", "train.batch_size=16",
@@ -125,6 +161,14 @@ def _smoke_induction_heads(config: ExperimentConfig) -> list[str]:
 PRESETS = {
     "paper": Preset("the configs' own (the paper's) step counts",
                     lambda config: [], lambda config: []),
+    "gpu-session": Preset("the paper's tasks and models resumed over a few GPU sittings: "
+                          "Selective Copying at 10x the paper's constant learning rate, "
+                          "evaluated at the step reached; Induction Heads on the paper's 1.64M "
+                          "sequences in batches of 64",
+                          _session_selective_copying, _session_induction_heads,
+                          # Batches of a few long sequences leave the GPU idle: 2^20 tokens
+                          # per batch ran 2^19 at 1.2M tokens/s.
+                          eval_tokens=2 ** 27, eval_batch_tokens=2 ** 22),
     "gpu-short": Preset("the paper's tasks and models, steps cut to fit ~5 minutes on one H100",
                         _gpu_short_selective_copying, _gpu_short_induction_heads,
                         serpent_test_lengths=PAPER_TEST_LENGTHS[::2]),
@@ -239,31 +283,62 @@ def evaluate_lengths(run: TrainingRun, task: InductionHeads, lengths: tuple[int,
     return results
 
 
+class RunUnfinished(Exception):
+    """Training stopped (SIGTERM) before the config's last step."""
+
+
+def learning_curve(workdir: pathlib.Path) -> list[list[float]]:
+    """``[[step, held-out accuracy], ...]`` from the run's periodic evaluations."""
+    return [[record["step"], record["eval_accuracy"]] for record in read_metrics(workdir)
+            if "eval_accuracy" in record]
+
+
 def run_one(name: str, preset: Preset, args: argparse.Namespace, workdir_root: pathlib.Path,
-            eval_backend: str) -> dict[str, Any]:
-    """Trains (or continues) and evaluates config ``name``; its entry of the results JSON."""
+            eval_backend: str) -> dict[str, Any] | None:
+    """Trains (or continues) and evaluates config ``name``; its entry of the results JSON
+    (None under ``--train-only``).
+
+    Raises:
+        RunUnfinished: training was stopped before its last step (and ``--evaluate-only`` was
+            not given).
+        CheckpointError: ``--evaluate-only`` and the workdir holds no checkpoint.
+    """
     base, config = build_config(name, preset, args)
     workdir = workdir_root / name
     checkpointer = Checkpointer(workdir)
-    resume = checkpointer.latest_step() is not None
+    reached = checkpointer.latest_step()
     checkpointer.close()
-    print(f"\n== {name}: {config.train.steps} steps of batch {config.train.batch_size}"
-          f"{' (continuing the run in ' + str(workdir) + ')' if resume else ''}", flush=True)
-    start = time.perf_counter()
-    train(config, workdir, resume=resume, show_progress=not args.no_progress)
-    train_seconds = time.perf_counter() - start
+    if not args.evaluate_only:
+        print(f"\n== {name}: {config.train.steps} steps of batch {config.train.batch_size}"
+              f"{' (continuing the run in ' + str(workdir) + ')' if reached else ''}", flush=True)
+        start = time.perf_counter()
+        train(config, workdir, resume=reached is not None, show_progress=not args.no_progress)
+        checkpointer = Checkpointer(workdir)
+        reached = checkpointer.latest_step()
+        checkpointer.close()
+        record_sitting(workdir, time.perf_counter() - start, reached)
+        if reached < config.train.steps:
+            raise RunUnfinished(f"{name}: stopped at step {reached} of {config.train.steps} in "
+                                f"{workdir}; run the same command again to continue it, or "
+                                "pass --evaluate-only to evaluate it as it is")
+    if args.train_only:
+        return None
+    if reached is None:
+        raise CheckpointError(f"{name}: no trained run in {workdir} to evaluate")
 
+    print(f"\n== {name}: evaluating step {reached:,} of {config.train.steps:,}", flush=True)
     start = time.perf_counter()
     run = restore_for_evaluation(config, workdir, eval_backend)
     entry: dict[str, Any] = {
         "task": type(config.task).__name__, "mixer": config.model.mixer,
         "parameters": count_params(nnx.merge(run.graphdef, run.state)[0]),
-        "steps": config.train.steps, "paper_steps": base.train.steps,
+        "steps": reached, "planned_steps": config.train.steps, "paper_steps": base.train.steps,
         "batch_size": config.train.batch_size, "paper_batch_size": base.train.batch_size,
-        "steps_reduced": config.train.steps < base.train.steps,
+        "steps_reduced": reached * config.train.batch_size < base.train.steps * base.train.batch_size,
         "overrides": differences(base, config),
-        "chance_accuracy": config.task.chance_accuracy, "train_seconds": round(train_seconds, 1),
-        "workdir": str(workdir)}
+        "chance_accuracy": config.task.chance_accuracy,
+        "train_seconds": round(training_seconds(workdir), 1),
+        "learning_curve": learning_curve(workdir), "workdir": str(workdir)}
     if isinstance(config.task, SelectiveCopying):
         metrics = run.evaluate()
         answers = config.train.eval_batches * config.train.batch_size * config.task.num_tokens
@@ -285,6 +360,23 @@ def run_one(name: str, preset: Preset, args: argparse.Namespace, workdir_root: p
                      paper_accuracy=PAPER_INDUCTION_HEADS.get(config.model.mixer, None))
     entry["eval_seconds"] = round(time.perf_counter() - start, 1)
     return entry
+
+
+SITTINGS_FILE = "sittings.jsonl"
+
+
+def record_sitting(workdir: pathlib.Path, seconds: float, reached: int) -> None:
+    """Appends one sitting's training wall time (compilation included) to the workdir."""
+    with open(workdir / SITTINGS_FILE, "a") as file:
+        file.write(json.dumps({"seconds": round(seconds, 1), "reached_step": reached}) + "\n")
+
+
+def training_seconds(workdir: pathlib.Path) -> float:
+    """Training wall time of the run in ``workdir``, summed over its sittings."""
+    path = workdir / SITTINGS_FILE
+    if not path.exists():
+        return 0.0
+    return sum(json.loads(line)["seconds"] for line in path.read_text().splitlines() if line)
 
 
 def _percent(value: float | None) -> str:
@@ -311,18 +403,19 @@ def markdown_tables(results: dict[str, Any]) -> str:
         header = " | ".join(f"2^{int(math.log2(n))}" if n & (n - 1) == 0 else str(n) for n in lengths)
         lines += ["", "Induction Heads: answer accuracy (%) by test length "
                   f"(trained at {', '.join(sorted({str(v['train_length']) for v in induction.values()}))})",
-                  "", f"| model | steps (paper) | {header} | train s | eval s |",
-                  "|---|---|" + "---|" * (len(lengths) + 2)]
+                  "", f"| model | steps (paper) | batch (paper) | {header} | train s | eval s |",
+                  "|---|---|---|" + "---|" * (len(lengths) + 2)]
         for name, entry in induction.items():
             cells = []
             for n in lengths:
                 cell = entry["accuracy_by_length"].get(str(n), {})
                 cells.append("err" if "error" in cell else _percent(cell.get("accuracy")))
             lines.append(f"| {name} | {entry['steps']:,} ({entry['paper_steps']:,}) | "
+                         f"{entry['batch_size']} ({entry['paper_batch_size']}) | "
                          f"{' | '.join(cells)} | {entry['train_seconds']:.0f} | "
                          f"{entry['eval_seconds']:.0f} |")
         paper = _percent(PAPER_INDUCTION_HEADS["mamba"])
-        lines.append(f"| paper: Mamba | (204,800) | "
+        lines.append(f"| paper: Mamba | (204,800) | (8) | "
                      f"{' | '.join(paper if n in PAPER_TEST_LENGTHS else '—' for n in lengths)} | | |")
     return "\n".join(lines)
 
@@ -363,6 +456,45 @@ def plot_induction_heads(results: dict[str, Any], path: pathlib.Path) -> bool:
     return True
 
 
+def plot_selective_copying(results: dict[str, Any], path: pathlib.Path) -> bool:
+    """Held-out accuracy vs training step for every Selective Copying model; False when none."""
+    copying = {k: v for k, v in results["models"].items()
+               if v["task"] == "SelectiveCopying" and v.get("learning_curve")}
+    if not copying:
+        return False
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(figsize=(7, 4))
+    for name, entry in copying.items():
+        curve = list(entry["learning_curve"])
+        if curve[-1][0] < entry["steps"]:  # the final evaluation, when between the periodic ones
+            curve.append([entry["steps"], entry["accuracy"]])
+        steps, accuracies = zip(*curve)
+        line, = axes.plot(steps, [100 * a for a in accuracies], marker=".",
+                          label=f"{MIXER_NAMES[entry['mixer']]}")
+        if entry.get("paper_accuracy") is not None:
+            axes.axhline(100 * entry["paper_accuracy"], color=line.get_color(), linestyle="--",
+                         linewidth=1, alpha=0.6)
+    first = next(iter(copying.values()))
+    axes.axhline(100 * first["chance_accuracy"], color="grey", linestyle=":", linewidth=1,
+                 label="chance")
+    axes.set_ylim(-2, 102)
+    axes.set_xlabel("training step")
+    axes.set_ylabel("held-out answer accuracy (%)")
+    axes.set_title(f"Selective Copying ({results['device_tag']}, preset {results['preset']}); "
+                   "dashed: paper", fontsize=10)
+    axes.grid(alpha=0.3)
+    axes.legend(fontsize=8, loc="best")
+    figure.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+    return True
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -388,7 +520,26 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tag", default=None, help="device name in the file names (default: "
                         "from the device, e.g. h100 or cpu)")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bars")
+    stage = parser.add_mutually_exclusive_group()
+    stage.add_argument("--train-only", action="store_true",
+                       help="train (or continue) the runs, evaluate nothing")
+    stage.add_argument("--evaluate-only", action="store_true",
+                       help="evaluate the runs at the step they reached, train nothing")
+    stage.add_argument("--merge", nargs="+", type=pathlib.Path, metavar="JSON",
+                       help="combine results files of separate processes (one model each) into "
+                            "one JSON, figure and table in --results-dir; trains nothing")
     args = parser.parse_args(argv)
+
+    if args.merge:
+        if args.results_dir is None:
+            parser.error("--merge needs --results-dir")
+        try:
+            results = merge_results(args.merge)
+        except (OSError, ValueError) as error:
+            parser.error(f"--merge: {error}")
+        results["merged_command"] = " ".join(["python3"] + sys.argv)
+        write_outputs(results, args.results_dir, args.tag or results["device_tag"])
+        return 0
 
     preset = PRESETS[args.preset]
     if args.test_lengths is not None:
@@ -423,27 +574,86 @@ def main(argv: list[str] | None = None) -> int:
     json_path = results_dir / f"synthetic_{tag}.json"
     try:
         for name in args.configs:
-            results["models"][name] = run_one(name, preset, args, workdir_root, eval_backend)
-            # After every model, so that a run cut short keeps what it finished.
-            json_path.write_text(json.dumps(results, indent=2) + "\n")
+            entry = run_one(name, preset, args, workdir_root, eval_backend)
+            if entry is not None:
+                results["models"][name] = entry
+                # After every model, so that a run cut short keeps what it finished.
+                json_path.write_text(json.dumps(results, indent=2) + "\n")
+    except RunUnfinished as stopped:
+        print(f"stopped: {stopped}", file=sys.stderr)
+        return 3
     except (ValueError, CheckpointError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    results["steps_reduced"] = any(e["steps_reduced"] for e in results["models"].values())
-    if results["steps_reduced"]:
-        results["note"] = ("Steps were reduced from the paper's (see each model's steps, "
-                           "paper_steps and overrides): these numbers preview the paper's "
-                           "experiments, they do not reproduce them.")
+    if args.train_only:
+        return 0
     results["wall_seconds"] = round(time.perf_counter() - start, 1)
+    write_outputs(results, results_dir, tag)
+    return 0
 
+
+def merge_results(paths: list[pathlib.Path]) -> dict[str, Any]:
+    """One results dict from the results files of several processes: the first file's
+    header, every file's models (a model in two files is an error), and their commands."""
+    merged: dict[str, Any] | None = None
+    for path in paths:
+        results = json.loads(pathlib.Path(path).read_text())
+        if merged is None:
+            merged = {**results, "models": {}, "commands": [], "wall_seconds": 0.0}
+            merged.pop("command", None)
+        for key in ("device", "preset", "jax"):
+            if results[key] != merged[key]:
+                raise ValueError(f"{path}: {key} {results[key]!r} differs from the first file's "
+                                 f"{merged[key]!r}")
+        for name, entry in results["models"].items():
+            if name in merged["models"]:
+                _merge_lengths(merged["models"][name], entry, f"{path}: model {name}")
+            else:
+                merged["models"][name] = entry
+        merged["commands"].append(results["command"])
+        merged["wall_seconds"] = max(merged["wall_seconds"], results.get("wall_seconds", 0.0))
+    if merged is None:
+        raise ValueError("no results files given")
+    return merged
+
+
+def _merge_lengths(entry: dict[str, Any], other: dict[str, Any], where: str) -> None:
+    """Adds ``other``'s test lengths to ``entry``: the same Induction Heads run evaluated at
+    other lengths by another process. Anything else twice is an error."""
+    if "accuracy_by_length" not in entry or "accuracy_by_length" not in other:
+        raise ValueError(f"{where} is already in an earlier file")
+    if (entry["steps"], entry["workdir"]) != (other["steps"], other["workdir"]):
+        raise ValueError(f"{where}: another run (step or workdir) than in an earlier file")
+    overlap = set(entry["accuracy_by_length"]) & set(other["accuracy_by_length"])
+    if overlap:
+        raise ValueError(f"{where}: test lengths {sorted(overlap, key=int)} are already in an "
+                         "earlier file")
+    entry["accuracy_by_length"] = dict(sorted({**entry["accuracy_by_length"],
+                                               **other["accuracy_by_length"]}.items(),
+                                              key=lambda item: int(item[0])))
+    entry["eval_seconds"] = max(entry["eval_seconds"], other["eval_seconds"])
+
+
+def write_outputs(results: dict[str, Any], results_dir: pathlib.Path, tag: str) -> None:
+    """Writes ``synthetic_<tag>.json`` and the figures into ``results_dir``; prints the tables."""
+    results["steps_reduced"] = any(e["steps_reduced"] for e in results["models"].values())
+    results.pop("note", None)
+    if results["steps_reduced"]:
+        results["note"] = ("Training was shorter than the paper's (fewer sequences: see each "
+                           "model's steps, batch_size, paper_steps, paper_batch_size and "
+                           "overrides): those models' numbers preview the paper's experiments, "
+                           "they do not reproduce them.")
+    results_dir.mkdir(parents=True, exist_ok=True)
+    json_path = results_dir / f"synthetic_{tag}.json"
     json_path.write_text(json.dumps(results, indent=2) + "\n")
-    figure_path = results_dir / f"induction_heads_{tag}.png"
-    plotted = plot_induction_heads(results, figure_path)
+    figures = [path for path, plot in (
+        (results_dir / f"induction_heads_{tag}.png", plot_induction_heads),
+        (results_dir / f"selective_copying_{tag}.png", plot_selective_copying))
+        if plot(results, path)]
     print()
     print(markdown_tables(results))
-    print(f"\n{json_path}" + (f", {figure_path}" if plotted else "") +
-          f"; {results['wall_seconds']:.0f} s in total")
-    return 0
+    print(f"\n{', '.join(str(p) for p in [json_path, *figures])}; "
+          f"{results.get('wall_seconds', 0):.0f} s in total")
 
 
 if __name__ == "__main__":

@@ -7,9 +7,12 @@ update → metrics (JSONL, TensorBoard, progress bar) → Orbax checkpoint.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import pathlib
-from typing import Any
+import signal
+import threading
+from typing import Any, Iterator
 
 import jax
 import jax.numpy as jnp
@@ -144,10 +147,37 @@ class TrainingRun:
         nnx.replace_by_pure_dict(self.state, pure)
 
 
+@contextlib.contextmanager
+def _stop_requests(signals: tuple[signal.Signals, ...] = (signal.SIGTERM,)) -> Iterator[list[int]]:
+    """Collects the numbers of ``signals`` received while the block runs, instead of dying.
+
+    SIGTERM is how schedulers, ``timeout`` and preemptible VMs ask a job to stop; recording it
+    lets the loop finish its step and checkpoint first. Handlers can only be installed from
+    the main thread, and with several JAX processes the hosts would stop at different steps
+    (their collectives would then hang): in either case the signals keep their usual effect.
+    """
+    received: list[int] = []
+    if threading.current_thread() is not threading.main_thread() or jax.process_count() > 1:
+        yield received
+        return
+    previous = {number: signal.signal(number, lambda signum, frame: received.append(signum))
+                for number in signals}
+    try:
+        yield received
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+
+
 def train(config: ExperimentConfig, workdir: str | pathlib.Path, *, resume: bool = False,
           mesh: Mesh | None = None, stop_at_step: int | None = None,
           show_progress: bool = True) -> dict[str, float]:
     """Trains ``config`` in ``workdir``; returns the last evaluation's metrics.
+
+    A SIGTERM during training (a scheduler's or ``timeout``'s stop request) ends the run after
+    the current step with a checkpoint of that step, so that ``resume=True`` continues it;
+    the run is then unfinished (:meth:`Checkpointer.latest_step` < ``config.train.steps``).
+    (One JAX process only; see :func:`_stop_requests`.)
 
     Args:
         resume: continue from the latest checkpoint in ``workdir`` (required when one exists:
@@ -182,26 +212,38 @@ def train(config: ExperimentConfig, workdir: str | pathlib.Path, *, resume: bool
                               f"{jax.default_backend()} device(s)")
     eval_metrics: dict[str, float] = {}
     pending: dict[str, jax.Array] = {}
-    for step in range(start_step + 1, train_config.steps + 1):
-        run.state, metrics = run.train_step(run.state, run.make_batch(run.batch_key(step)))
-        logger.advance()
-        last = step == train_config.steps
-        if step % train_config.log_every == 0 or last:
-            pending = {k: float(v) for k, v in metrics.items()}
-            logger.log(step, {**pending, "learning_rate": float(schedule(step - 1))}, tokens_per_step)
-        if step % train_config.eval_every == 0 or last:
-            eval_metrics = run.evaluate()
-            logger.log(step, eval_metrics)
-        if step % train_config.checkpoint_every == 0 or last:
-            metrics_for_best = eval_metrics if step % train_config.eval_every == 0 or last else None
-            checkpointer.save(step, run.checkpoint_state(),
-                              {"step": step, "data_position": step, "config": _as_json(config)},
-                              metrics=metrics_for_best)
-        if stop_at_step is not None and step >= stop_at_step:
-            break
-    checkpointer.close()
+    finished = True
+    with _stop_requests() as stop_requests:
+        for step in range(start_step + 1, train_config.steps + 1):
+            run.state, metrics = run.train_step(run.state, run.make_batch(run.batch_key(step)))
+            logger.advance()
+            last = step == train_config.steps
+            if step % train_config.log_every == 0 or last:
+                pending = {k: float(v) for k, v in metrics.items()}
+                logger.log(step, {**pending, "learning_rate": float(schedule(step - 1))},
+                           tokens_per_step)
+            if step % train_config.eval_every == 0 or last:
+                eval_metrics = run.evaluate()
+                logger.log(step, eval_metrics)
+            stopping = bool(stop_requests) and not last
+            if step % train_config.checkpoint_every == 0 or last or stopping:
+                metrics_for_best = eval_metrics if step % train_config.eval_every == 0 or last else None
+                checkpointer.save(step, run.checkpoint_state(),
+                                  {"step": step, "data_position": step, "config": _as_json(config)},
+                                  metrics=metrics_for_best)
+            if stopping:
+                if is_main:
+                    logger.progress.write(f"{config.name}: stopped by signal {stop_requests[0]} "
+                                          f"after step {step} of {train_config.steps}; its "
+                                          f"checkpoint is in {workdir}, resume to continue")
+                finished = False
+                break
+            if stop_at_step is not None and step >= stop_at_step:
+                finished = step >= train_config.steps
+                break
+        checkpointer.close()  # the last save completes before a second SIGTERM can end us
     logger.close()
-    if is_main and (stop_at_step is None or stop_at_step >= train_config.steps):
+    if is_main and finished:
         records = read_metrics(workdir)
         plot_curves(records, workdir / "curves.png")
         print(summary_table(records))

@@ -1,8 +1,10 @@
-"""experiments/synthetic.py end to end at tiny sizes: train, continue, evaluate, write, plot."""
+"""experiments/synthetic.py end to end at tiny sizes: train, stop, continue, evaluate, merge,
+write, plot."""
 
 import importlib.util
 import json
 import pathlib
+import signal
 import sys
 
 import pytest
@@ -52,3 +54,48 @@ def test_rejects_unknown_configs_and_bad_lengths(tmp_path):
         script.main(["no_such_config", "--workdir", str(tmp_path)])
     with pytest.raises(SystemExit):
         script.main(["induction_heads_mamba", "--test-lengths", "2,abc", "--workdir", str(tmp_path)])
+
+
+def test_stopped_run_continues_evaluates_where_it_stopped_and_merges(tmp_path, monkeypatch):
+    from ssmjax.train.logging import RunLogger
+
+    script = load_script()
+    common = ["--preset", "cpu-smoke", "--workdir", str(tmp_path / "runs"), "--tag", "test",
+              "--no-progress"]
+    copying = ["selective_copying_s6", "--steps", "6", *common]
+    log = RunLogger.log
+
+    def stop_at_step_3(self, step, metrics, tokens_per_step=None):
+        if step == 3 and "loss" in metrics:
+            signal.raise_signal(signal.SIGTERM)  # as `timeout` would
+        return log(self, step, metrics, tokens_per_step)
+
+    monkeypatch.setattr(RunLogger, "log", stop_at_step_3)
+    assert script.main([*copying, "--train-only"]) == 3  # stopped: nothing evaluated
+    monkeypatch.setattr(RunLogger, "log", log)
+    assert script.main([*copying, "--evaluate-only", "--results-dir", str(tmp_path / "a")]) == 0
+    entry = json.loads((tmp_path / "a" / "synthetic_test.json").read_text())["models"][
+        "selective_copying_s6"]
+    assert (entry["steps"], entry["planned_steps"]) == (3, 6) and entry["steps_reduced"]
+    assert entry["train_seconds"] > 0
+
+    assert script.main([*copying, "--train-only"]) == 0  # continues to step 6
+    assert not (tmp_path / "runs" / "synthetic_test.json").exists()
+    assert script.main([*copying, "--evaluate-only", "--results-dir", str(tmp_path / "a")]) == 0
+    entry = json.loads((tmp_path / "a" / "synthetic_test.json").read_text())["models"][
+        "selective_copying_s6"]
+    assert entry["steps"] == 6 and [step for step, _ in entry["learning_curve"]][-1] == 6
+
+    induction = ["induction_heads_mamba", "--steps", "2", "--test-lengths", "8,16", *common]
+    assert script.main([*induction, "--results-dir", str(tmp_path / "b")]) == 0
+    assert script.main(["--merge", str(tmp_path / "a" / "synthetic_test.json"),
+                        str(tmp_path / "b" / "synthetic_test.json"),
+                        "--results-dir", str(tmp_path / "merged")]) == 0
+    merged = json.loads((tmp_path / "merged" / "synthetic_test.json").read_text())
+    assert set(merged["models"]) == {"selective_copying_s6", "induction_heads_mamba"}
+    assert len(merged["commands"]) == 2
+    assert (tmp_path / "merged" / "induction_heads_test.png").stat().st_size > 0
+    assert (tmp_path / "merged" / "selective_copying_test.png").stat().st_size > 0
+    with pytest.raises(SystemExit):  # the same model twice
+        script.main(["--merge", str(tmp_path / "a" / "synthetic_test.json"),
+                     str(tmp_path / "a" / "synthetic_test.json"), "--results-dir", str(tmp_path)])

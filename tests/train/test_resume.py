@@ -1,11 +1,14 @@
-"""Interrupted and resumed training continues exactly; bad checkpoints fail loudly."""
+"""Interrupted (preempted, SIGTERM) and resumed training continues exactly; bad checkpoints
+fail loudly."""
+
+import signal
 
 import numpy as np
 import pytest
 
 from tiny import tiny_config
-from ssmjax.train import CheckpointError, train
-from ssmjax.train.logging import read_metrics
+from ssmjax.train import CheckpointError, Checkpointer, train
+from ssmjax.train.logging import RunLogger, read_metrics
 
 
 def train_losses(workdir):
@@ -48,3 +51,30 @@ def test_existing_different_or_corrupt_checkpoints_are_errors(tmp_path):
     assert corrupted > 0
     with pytest.raises(CheckpointError, match="checkpoint step 2 .* cannot be restored"):
         train(config, tmp_path / "run", resume=True, show_progress=False)
+
+
+def test_sigterm_checkpoints_the_current_step_and_resume_finishes(tmp_path, monkeypatch):
+    config = tiny_config(checkpoint_every=100)  # no regular checkpoint before the end
+    log = RunLogger.log
+
+    def log_then_ask_to_stop(self, step, metrics, tokens_per_step=None):
+        if step == 3 and "loss" in metrics:
+            signal.raise_signal(signal.SIGTERM)  # what `timeout` or a scheduler sends
+        return log(self, step, metrics, tokens_per_step)
+
+    monkeypatch.setattr(RunLogger, "log", log_then_ask_to_stop)
+    handler = signal.getsignal(signal.SIGTERM)
+    train(config, tmp_path / "run", show_progress=False)
+    assert signal.getsignal(signal.SIGTERM) is handler  # restored after the run
+    checkpointer = Checkpointer(tmp_path / "run")
+    assert checkpointer.latest_step() == 3
+    checkpointer.close()
+    assert not (tmp_path / "run" / "curves.png").exists()  # an unfinished run is not summarised
+
+    monkeypatch.setattr(RunLogger, "log", log)
+    train(config, tmp_path / "run", resume=True, show_progress=False)
+    train(config, tmp_path / "whole", show_progress=False)
+    split, whole = train_losses(tmp_path / "run"), train_losses(tmp_path / "whole")
+    assert sorted(split) == sorted(whole) == list(range(1, 9))
+    for step in range(1, 9):
+        np.testing.assert_allclose(split[step], whole[step], rtol=1e-6, err_msg=f"step {step}")
