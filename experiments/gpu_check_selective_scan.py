@@ -1,7 +1,8 @@
 """Check the fused selective-scan kernels on the GPU (real Triton lowering, not interpret mode).
 
 For each case, y, the final state and the gradient of every input are compared with a
-float64 reference evaluated on the CPU (``jax.lax.scan`` under ``jax.enable_x64``), by
+float64 reference evaluated on the CPU (:func:`ssmjax.ops.reference.selective_scan_reference`
+as a ``jax.lax.scan`` under ``jax.enable_x64``), by
 norm-wise relative error ``||out - ref|| / ||ref||``. Fresh random inputs per case; each
 kernel is also run twice on the same inputs to catch run-to-run differences (races).
 
@@ -23,6 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ssmjax.kernels.selective_scan_gpu import selective_scan
+from ssmjax.ops.reference import selective_scan_reference
 
 TOLERANCE = {"float32": 1e-5, "float16": 5e-3, "bfloat16": 2e-2}
 NAMES = ("u", "delta", "A", "B", "C", "D", "z", "delta_bias", "initial_state")
@@ -56,31 +58,6 @@ def make_inputs(rng, batch, length, d, n, groups, dtype, optional, softplus):
             for k, v in arrays.items()}
 
 
-def reference(u, delta, A, B, C, D, z, delta_bias, initial_state, softplus):
-    d = u.shape[-1]
-    if delta_bias is not None:
-        delta = delta + delta_bias
-    if softplus:
-        delta = jax.nn.softplus(delta)
-    Bx = jnp.repeat(B, d // B.shape[2], axis=2)
-    Cx = jnp.repeat(C, d // C.shape[2], axis=2)
-    h0 = jnp.zeros((u.shape[0], d, A.shape[1]), u.dtype) if initial_state is None \
-        else initial_state
-
-    def step(h, xs):
-        u_t, dt_t, b_t, c_t = xs
-        h = jnp.exp(dt_t[..., None] * A) * h + (dt_t * u_t)[..., None] * b_t
-        return h, jnp.einsum("bdn,bdn->bd", h, c_t)
-
-    h, y = jax.lax.scan(step, h0, tuple(jnp.moveaxis(x, 1, 0) for x in (u, delta, Bx, Cx)))
-    y = jnp.moveaxis(y, 0, 1)
-    if D is not None:
-        y = y + D * u
-    if z is not None:
-        y = y * jax.nn.silu(z)
-    return y, h
-
-
 def loss(fn, wy, wh, names, *xs):
     y, h = fn(**dict(zip(names, xs)))
     return jnp.sum(y.astype(wy.dtype) * wy) + jnp.sum(h.astype(wh.dtype) * wh)
@@ -112,7 +89,7 @@ def run_case(case, rng, interpret, block_sizes):
     cpu = jax.devices("cpu")[0]
     with jax.enable_x64(True), jax.default_device(cpu):
         x64 = [jnp.asarray(np.asarray(x, np.float64)) for x in xs]
-        ref = functools.partial(reference, softplus=softplus,
+        ref = functools.partial(selective_scan_reference, delta_softplus=softplus, xp=jnp,
                                 **{k: None for k in NAMES if args[k] is None})
         y_ref, h_ref = jax.jit(lambda *xs: ref(**dict(zip(names, xs))))(*x64)
         ref_grads = jax.jit(jax.grad(

@@ -420,17 +420,32 @@ def markdown_tables(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def plot_induction_heads(results: dict[str, Any], path: pathlib.Path) -> bool:
-    """Accuracy vs test length for every Induction Heads model; False when there is none."""
-    induction = {k: v for k, v in results["models"].items() if v["task"] == "InductionHeads"}
-    if not induction:
-        return False
+def _new_figure() -> tuple[Any, Any]:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    figure, axes = plt.subplots(figsize=(7, 4))
+    return plt.subplots(figsize=(7, 4))
+
+
+def _save_figure(figure: Any, axes: Any, path: pathlib.Path) -> None:
+    import matplotlib.pyplot as plt
+
+    axes.grid(alpha=0.3)
+    axes.legend(fontsize=8, loc="best")
+    figure.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+
+
+def plot_induction_heads(results: dict[str, Any], path: pathlib.Path) -> bool:
+    """Accuracy vs test length for every Induction Heads model; False when there is none."""
+    induction = {k: v for k, v in results["models"].items() if v["task"] == "InductionHeads"}
+    if not induction:
+        return False
+    figure, axes = _new_figure()
     for name, entry in induction.items():
         points = sorted((int(k), v["accuracy"]) for k, v in entry["accuracy_by_length"].items()
                         if "accuracy" in v)
@@ -447,12 +462,7 @@ def plot_induction_heads(results: dict[str, Any], path: pathlib.Path) -> bool:
     axes.set_xlabel("test sequence length")
     axes.set_ylabel("answer accuracy (%)")
     axes.set_title(f"Induction Heads extrapolation ({results['device_tag']}, preset {results['preset']})")
-    axes.grid(alpha=0.3)
-    axes.legend(fontsize=8, loc="best")
-    figure.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=120)
-    plt.close(figure)
+    _save_figure(figure, axes, path)
     return True
 
 
@@ -462,12 +472,7 @@ def plot_selective_copying(results: dict[str, Any], path: pathlib.Path) -> bool:
                if v["task"] == "SelectiveCopying" and v.get("learning_curve")}
     if not copying:
         return False
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    figure, axes = plt.subplots(figsize=(7, 4))
+    figure, axes = _new_figure()
     for name, entry in copying.items():
         curve = list(entry["learning_curve"])
         if curve[-1][0] < entry["steps"]:  # the final evaluation, when between the periodic ones
@@ -486,12 +491,7 @@ def plot_selective_copying(results: dict[str, Any], path: pathlib.Path) -> bool:
     axes.set_ylabel("held-out answer accuracy (%)")
     axes.set_title(f"Selective Copying ({results['device_tag']}, preset {results['preset']}); "
                    "dashed: paper", fontsize=10)
-    axes.grid(alpha=0.3)
-    axes.legend(fontsize=8, loc="best")
-    figure.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=120)
-    plt.close(figure)
+    _save_figure(figure, axes, path)
     return True
 
 

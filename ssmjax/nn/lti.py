@@ -1,5 +1,6 @@
-"""Pieces shared by the LTI layers (S4, Liquid-S4, S4D, S5): the output head, the recurrent
-cache, log-uniform Δ and complex parameters stored as real pairs.
+"""Pieces shared by the LTI layers (S4, Liquid-S4, S4D, S5): their base :class:`LTILayer`,
+the output head, the recurrent cache, log-uniform Δ and complex parameters stored as real
+pairs.
 
 Every LTI layer is a mixer with the interface of :class:`ssmjax.nn.MambaMixer`::
 
@@ -25,6 +26,7 @@ from typing import Literal, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 
 from ssmjax.nn.partitioning import axes
@@ -143,3 +145,82 @@ def check_hidden_t(hidden_t: jax.Array, d_model: int) -> None:
 def check_even_state(d_state: int) -> None:
     if not isinstance(d_state, int) or d_state < 2 or d_state % 2:
         raise ValueError(f"d_state is {d_state!r}, expected an even integer >= 2 (conjugate pairs)")
+
+
+def check_layer_options(d_state: int, activation: Activation, output: OutputMode,
+                        discretization: str | None = None) -> None:
+    """A layer's constructor checks, before any parameter is drawn: even ``d_state``, a known
+    head, and (when given) a known ``discretization``."""
+    from ssmjax.ops.lti import DISCRETIZATIONS
+
+    check_even_state(d_state)
+    check_head_options(activation, output)
+    if discretization is not None and discretization not in DISCRETIZATIONS:
+        raise ValueError(f"discretization is {discretization!r}, expected one of {DISCRETIZATIONS}")
+
+
+class LTILayer(nnx.Module):
+    """What S4, Liquid-S4, S4D and S5 share around their SSMs (the module docstring's
+    contract): a spectrum Λ kept stable (Re Λ = −exp(·)), the skip ``D``, the output head,
+    the float32 SSM input under any compute dtype, and no recurrent view when bidirectional.
+
+    Subclasses call :meth:`_init_spectrum` first and :meth:`_init_skip_and_head` last in
+    their constructor (the head draws the last random numbers, so that a layer's
+    initialisation depends only on its own order of draws).
+    """
+
+    d_model: int
+    d_state: int
+    bidirectional: bool
+    dtype: jnp.dtype | None
+
+    def _init_spectrum(self, d_model: int, d_state: int, bidirectional: bool,
+                       dtype: jnp.dtype | None, Lambda: np.ndarray, param_dtype: jnp.dtype,
+                       *axis_names: str | None) -> None:
+        """Sets the shared attributes and ``Λ`` (complex, Re Λ < 0) as two real parameters
+        ``log_neg_lambda_real, lambda_imag`` with the logical ``axis_names``."""
+        self.d_model = d_model
+        self.d_state = d_state
+        self.bidirectional = bidirectional
+        self.dtype = dtype
+        Lambda = np.asarray(Lambda)
+        self.log_neg_lambda_real = nnx.Param(jnp.asarray(np.log(-Lambda.real), param_dtype),
+                                             **axes(*axis_names))
+        self.lambda_imag = nnx.Param(jnp.asarray(Lambda.imag, param_dtype), **axes(*axis_names))
+
+    def _init_skip_and_head(self, *, activation: Activation, output: OutputMode, torch_init: bool,
+                            param_dtype: jnp.dtype, rngs: nnx.Rngs) -> None:
+        """``D (d_model,)`` standard normal, then the output head."""
+        self.D = nnx.Param(jax.random.normal(rngs.params(), (self.d_model,), param_dtype),
+                           **axes("embed"))
+        self.head = OutputHead(self.d_model, activation=activation, output=output,
+                               torch_init=torch_init, dtype=self.dtype, param_dtype=param_dtype,
+                               rngs=rngs)
+
+    def spectrum(self) -> jax.Array:
+        """``Λ`` complex64, the shape of its parameters."""
+        return jax.lax.complex(-jnp.exp(self.log_neg_lambda_real[...].astype(jnp.float32)),
+                               self.lambda_imag[...].astype(jnp.float32))
+
+    def _sequence_input(self, hidden: jax.Array, cache: LTICache | None,
+                        return_cache: bool) -> tuple[jax.Array, jax.Array]:
+        """Checks a sequence call; ``(hidden in the compute dtype, u float32)``."""
+        check_hidden(hidden, self.d_model)
+        if self.bidirectional and (cache is not None or return_cache):
+            raise ValueError("cache and return_cache need a causal layer; this one is bidirectional")
+        if self.dtype is not None:
+            hidden = hidden.astype(self.dtype)
+        return hidden, hidden.astype(jnp.float32)
+
+    def _step_input(self, hidden_t: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """Checks a step call; ``(hidden_t in the compute dtype, u_t float32)``."""
+        if self.bidirectional:
+            raise ValueError("step needs a causal layer; this one is bidirectional")
+        check_hidden_t(hidden_t, self.d_model)
+        if self.dtype is not None:
+            hidden_t = hidden_t.astype(self.dtype)
+        return hidden_t, hidden_t.astype(jnp.float32)
+
+    def _output(self, y: jax.Array, u: jax.Array, dtype: jnp.dtype) -> jax.Array:
+        """``head(y + D ⊙ u)`` in ``dtype``; ``y, u: (..., d_model)`` float32."""
+        return self.head((y + self.D[...].astype(jnp.float32) * u).astype(dtype))

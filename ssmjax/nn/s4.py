@@ -35,9 +35,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from ssmjax.nn.lti import (Activation, LTICache, OutputHead, OutputMode, as_complex, as_real_pair,
-                           check_even_state, check_head_options, check_hidden, check_hidden_t,
-                           log_uniform_log_dt)
+from ssmjax.nn.lti import (Activation, LTICache, LTILayer, OutputMode, as_complex, as_real_pair,
+                           check_layer_options, log_uniform_log_dt)
 from ssmjax.nn.partitioning import axes
 from ssmjax.ops.hippo import hippo_legs_nplr
 from ssmjax.ops.lti import (DenseRecurrence, dense_final_state, dense_state_response, dense_step,
@@ -48,34 +47,26 @@ LiquidKernel = Literal["kb", "pb"]
 LIQUID_KERNELS = ("kb", "pb")
 
 
-class _DPLRLayer(nnx.Module):
+class _DPLRLayer(LTILayer):
     """S4 with optional liquid terms; :class:`S4` is order 1, :class:`LiquidS4` order ≥ 2."""
 
     def __init__(self, d_model: int, *, l_max: int, d_state: int, bidirectional: bool,
                  dt_min: float, dt_max: float, activation: Activation, output: OutputMode,
                  liquid_order: int, liquid_kernel: LiquidKernel, dtype: jnp.dtype | None,
                  param_dtype: jnp.dtype, rngs: nnx.Rngs):
-        check_even_state(d_state)
-        check_head_options(activation, output)
+        check_layer_options(d_state, activation, output)
         if not isinstance(l_max, int) or l_max < 1:
             raise ValueError(f"l_max is {l_max!r}, expected a positive integer (the longest input)")
         if liquid_kernel not in LIQUID_KERNELS:
             raise ValueError(f"liquid_kernel is {liquid_kernel!r}, expected one of {LIQUID_KERNELS}")
-        self.d_model = d_model
-        self.d_state = d_state
-        self.l_max = l_max
-        self.bidirectional = bidirectional
-        self.liquid_order = liquid_order
-        self.liquid_kernel = liquid_kernel
-        self.dtype = dtype
         half = d_state // 2
         nplr = hippo_legs_nplr(d_state)
         tile = lambda x: np.broadcast_to(x[:half], (d_model, half))  # noqa: E731
-        # Re Λ = −exp(·) keeps the SSM stable whatever the optimizer does (S4's default).
-        self.log_neg_lambda_real = nnx.Param(
-            jnp.asarray(np.log(-tile(nplr.Lambda).real), param_dtype), **axes("embed", "state"))
-        self.lambda_imag = nnx.Param(jnp.asarray(tile(nplr.Lambda).imag, param_dtype),
-                                     **axes("embed", "state"))
+        self._init_spectrum(d_model, d_state, bidirectional, dtype, tile(nplr.Lambda), param_dtype,
+                            "embed", "state")
+        self.l_max = l_max
+        self.liquid_order = liquid_order
+        self.liquid_kernel = liquid_kernel
         self.P = nnx.Param(as_real_pair(tile(nplr.P)[:, None, :], param_dtype),
                            **axes("embed", None, "state", None))
         self.B = nnx.Param(as_real_pair(tile(nplr.B), param_dtype), **axes("embed", "state", None))
@@ -85,17 +76,14 @@ class _DPLRLayer(nnx.Module):
         self.C = nnx.Param(C.astype(param_dtype), **axes(None, "embed", "state", None))
         self.log_dt = nnx.Param(log_uniform_log_dt(rngs.params(), (d_model,), dt_min, dt_max)
                                 .astype(param_dtype), **axes("embed"))
-        self.D = nnx.Param(jax.random.normal(rngs.params(), (d_model,), param_dtype), **axes("embed"))
-        self.head = OutputHead(d_model, activation=activation, output=output, torch_init=True,
-                               dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+        self._init_skip_and_head(activation=activation, output=output, torch_init=True,
+                                 param_dtype=param_dtype, rngs=rngs)
 
     # ---------------------------------------------------------------- SSM parameters
 
     def ssm_parameters(self) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array, jax.Array]:
         """``(Λ (H, n), P (H, 1, n), B (H, n), C̃ (c, H, n), Δ (H,))``, complex64 / float32."""
-        Lambda = jax.lax.complex(-jnp.exp(self.log_neg_lambda_real[...].astype(jnp.float32)),
-                                 self.lambda_imag[...].astype(jnp.float32))
-        return (Lambda, as_complex(self.P[...]), as_complex(self.B[...]), as_complex(self.C[...]),
+        return (self.spectrum(), as_complex(self.P[...]), as_complex(self.B[...]), as_complex(self.C[...]),
                 jnp.exp(self.log_dt[...].astype(jnp.float32)))
 
     def _input_vectors(self, Lambda, P, B, delta) -> jax.Array:
@@ -162,23 +150,18 @@ class _DPLRLayer(nnx.Module):
         ``return_cache``, also returns the state after the last position (a prefill). Both
         need a causal layer (``bidirectional=False``).
         """
-        check_hidden(hidden, self.d_model)
+        hidden, u = self._sequence_input(hidden, cache, return_cache)
         if hidden.shape[1] > self.l_max:
             raise ValueError(f"hidden has length {hidden.shape[1]} (shape {tuple(hidden.shape)}), "
                              f"expected at most l_max = {self.l_max}")
-        if self.bidirectional and (cache is not None or return_cache):
-            raise ValueError("cache and return_cache need a causal layer; this one is bidirectional")
-        if self.dtype is not None:
-            hidden = hidden.astype(self.dtype)
-        u = hidden.astype(jnp.float32)
         history = None if cache is None else cache.history
-        y = self._convolve(u, self.kernel(), history) + self.D[...].astype(jnp.float32) * u
+        y = self._convolve(u, self.kernel(), history)
         if cache is not None or return_cache:
             recurrence = self.recurrence()
             if cache is not None:
                 y = y + dense_state_response(recurrence.A_bar, recurrence.C_bar[0], cache.state,
                                              u.shape[1])
-        out = self.head(y.astype(hidden.dtype))
+        out = self._output(y, u, hidden.dtype)
         if not return_cache:
             return out
         products = self._liquid_products(u, history)
@@ -205,13 +188,8 @@ class _DPLRLayer(nnx.Module):
 
         ``recurrence``: :meth:`recurrence`, computed once per sequence (recomputed if omitted).
         """
-        if self.bidirectional:
-            raise ValueError("step needs a causal layer; this one is bidirectional")
-        check_hidden_t(hidden_t, self.d_model)
-        if self.dtype is not None:
-            hidden_t = hidden_t.astype(self.dtype)
+        hidden_t, u_t = self._step_input(hidden_t)
         recurrence = self.recurrence() if recurrence is None else recurrence
-        u_t = hidden_t.astype(jnp.float32)
         products = input_products(u_t[:, None], self.liquid_order, cache.history)[:, :, 0]  # (p, b, H)
         if self.liquid_kernel == "kb":
             y, state = dense_step(recurrence, cache.state, products)
@@ -220,9 +198,8 @@ class _DPLRLayer(nnx.Module):
             y, state = dense_step(DenseRecurrence(A_bar, B_bar[:1], C_bar), cache.state, products[:1])
             liquid_weights = jnp.einsum("hn,qhn->qh", C_bar[0], B_bar[1:])            # C̄ B̄^q
             y = y + jnp.einsum("qh,qbh->bh", liquid_weights, products[1:])
-        y = y + self.D[...].astype(jnp.float32) * u_t
         history = self._next_history(u_t[:, None], cache.history)
-        return self.head(y.astype(hidden_t.dtype)), LTICache(state, history)
+        return self._output(y, u_t, hidden_t.dtype), LTICache(state, history)
 
 
 class S4(_DPLRLayer):

@@ -20,12 +20,11 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from ssmjax.nn.lti import (Activation, LTICache, OutputHead, OutputMode, as_complex, as_real_pair,
-                           check_even_state, check_head_options, check_hidden, check_hidden_t,
-                           log_uniform_log_dt)
+from ssmjax.nn.lti import (Activation, LTICache, LTILayer, OutputMode, as_complex, as_real_pair,
+                           check_layer_options, log_uniform_log_dt)
 from ssmjax.nn.partitioning import axes
 from ssmjax.ops.hippo import s4d_inv_eigenvalues, s4d_lin_eigenvalues
-from ssmjax.ops.lti import (DISCRETIZATIONS, DiagonalDiscretization, Discretization,
+from ssmjax.ops.lti import (DiagonalDiscretization, Discretization,
                             diagonal_final_state, diagonal_state_response, diagonal_step,
                             discretize_diagonal, fft_conv, vandermonde_kernel)
 
@@ -33,7 +32,7 @@ S4DInit = Literal["lin", "inv"]
 S4D_INITS = {"lin": s4d_lin_eigenvalues, "inv": s4d_inv_eigenvalues}
 
 
-class S4D(nnx.Module):
+class S4D(LTILayer):
     """S4D layer: ``(b, L, d_model) → (b, L, d_model)``, any L.
 
     Args:
@@ -55,22 +54,14 @@ class S4D(nnx.Module):
                  dt_min: float = 0.001, dt_max: float = 0.1, activation: Activation = "gelu",
                  output: OutputMode = "glu", dtype: jnp.dtype | None = None,
                  param_dtype: jnp.dtype = jnp.float32, rngs: nnx.Rngs):
-        check_even_state(d_state)
-        check_head_options(activation, output)
+        check_layer_options(d_state, activation, output, discretization)
         if init not in S4D_INITS:
             raise ValueError(f"init is {init!r}, expected one of {tuple(S4D_INITS)}")
-        if discretization not in DISCRETIZATIONS:
-            raise ValueError(f"discretization is {discretization!r}, expected one of {DISCRETIZATIONS}")
-        self.d_model = d_model
-        self.d_state = d_state
-        self.discretization = discretization
-        self.bidirectional = bidirectional
-        self.dtype = dtype
         half = d_state // 2
-        Lambda = np.broadcast_to(S4D_INITS[init](d_state), (d_model, half))
-        self.log_neg_lambda_real = nnx.Param(jnp.asarray(np.log(-Lambda.real), param_dtype),
-                                             **axes("embed", "state"))
-        self.lambda_imag = nnx.Param(jnp.asarray(Lambda.imag, param_dtype), **axes("embed", "state"))
+        self._init_spectrum(d_model, d_state, bidirectional, dtype,
+                            np.broadcast_to(S4D_INITS[init](d_state), (d_model, half)),
+                            param_dtype, "embed", "state")
+        self.discretization = discretization
         self.B = nnx.Param(as_real_pair(jnp.ones((d_model, half), jnp.complex64), param_dtype),
                            **axes("embed", "state", None))
         directions = 2 if bidirectional else 1
@@ -78,16 +69,14 @@ class S4D(nnx.Module):
         self.C = nnx.Param(C.astype(param_dtype), **axes(None, "embed", "state", None))
         self.log_dt = nnx.Param(log_uniform_log_dt(rngs.params(), (d_model,), dt_min, dt_max)
                                 .astype(param_dtype), **axes("embed"))
-        self.D = nnx.Param(jax.random.normal(rngs.params(), (d_model,), param_dtype), **axes("embed"))
-        self.head = OutputHead(d_model, activation=activation, output=output, torch_init=True,
-                               dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+        self._init_skip_and_head(activation=activation, output=output, torch_init=True,
+                                 param_dtype=param_dtype, rngs=rngs)
 
     def discretized(self) -> tuple[DiagonalDiscretization, jax.Array]:
         """``(log Λ̄, B̄)`` both ``(H, N/2)`` complex64, and ``C: (c, H, N/2)``."""
-        Lambda = jax.lax.complex(-jnp.exp(self.log_neg_lambda_real[...].astype(jnp.float32)),
-                                 self.lambda_imag[...].astype(jnp.float32))
         delta = jnp.exp(self.log_dt[...].astype(jnp.float32))[:, None]
-        return (discretize_diagonal(Lambda, as_complex(self.B[...]), delta, self.discretization),
+        return (discretize_diagonal(self.spectrum(), as_complex(self.B[...]), delta,
+                                    self.discretization),
                 as_complex(self.C[...]))
 
     def kernel(self, length: int) -> jax.Array:
@@ -99,20 +88,14 @@ class S4D(nnx.Module):
                  return_cache: bool = False):
         """``hidden: (b, L, d_model) → (b, L, d_model)``; ``cache``/``return_cache`` as
         :class:`ssmjax.nn.MambaMixer` (causal layers only)."""
-        check_hidden(hidden, self.d_model)
-        if self.bidirectional and (cache is not None or return_cache):
-            raise ValueError("cache and return_cache need a causal layer; this one is bidirectional")
-        if self.dtype is not None:
-            hidden = hidden.astype(self.dtype)
-        u = hidden.astype(jnp.float32)
+        hidden, u = self._sequence_input(hidden, cache, return_cache)
         length = u.shape[1]
         discrete, C = self.discretized()
         kernel = vandermonde_kernel(discrete.log_Lambda_bar, discrete.B_bar, C, length)
         y = fft_conv(u, kernel[0], kernel[1] if self.bidirectional else None)
-        y = y + self.D[...].astype(jnp.float32) * u
         if cache is not None:
             y = y + diagonal_state_response(discrete.log_Lambda_bar, C[0], cache.state, length)
-        out = self.head(y.astype(hidden.dtype))
+        out = self._output(y, u, hidden.dtype)
         if not return_cache:
             return out
         state = diagonal_final_state(discrete.log_Lambda_bar, discrete.B_bar, u,
@@ -126,13 +109,7 @@ class S4D(nnx.Module):
 
     def step(self, hidden_t: jax.Array, cache: LTICache) -> tuple[jax.Array, LTICache]:
         """One position: ``hidden_t: (b, d_model) → (b, d_model)`` and the next cache."""
-        if self.bidirectional:
-            raise ValueError("step needs a causal layer; this one is bidirectional")
-        check_hidden_t(hidden_t, self.d_model)
-        if self.dtype is not None:
-            hidden_t = hidden_t.astype(self.dtype)
-        u_t = hidden_t.astype(jnp.float32)
+        hidden_t, u_t = self._step_input(hidden_t)
         discrete, C = self.discretized()
         y, state = diagonal_step(discrete.Lambda_bar, discrete.B_bar, C[0], cache.state, u_t)
-        y = y + self.D[...].astype(jnp.float32) * u_t
-        return self.head(y.astype(hidden_t.dtype)), LTICache(state)
+        return self._output(y, u_t, hidden_t.dtype), LTICache(state)

@@ -19,16 +19,15 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from ssmjax.nn.lti import (Activation, LTICache, OutputHead, OutputMode, as_complex, as_real_pair,
-                           check_even_state, check_head_options, check_hidden, check_hidden_t,
-                           log_uniform_log_dt)
+from ssmjax.nn.lti import (Activation, LTICache, LTILayer, OutputMode, as_complex, as_real_pair,
+                           check_layer_options, log_uniform_log_dt)
 from ssmjax.nn.partitioning import axes
 from ssmjax.ops.hippo import hippo_n_blocks
-from ssmjax.ops.lti import (DISCRETIZATIONS, DiagonalDiscretization, Discretization,
-                            discretize_diagonal, s5_scan, s5_step)
+from ssmjax.ops.lti import (DiagonalDiscretization, Discretization, discretize_diagonal, s5_scan,
+                            s5_step)
 
 
-class S5(nnx.Module):
+class S5(LTILayer):
     """S5 layer: ``(b, L, d_model) → (b, L, d_model)``, any L.
 
     Args:
@@ -53,19 +52,10 @@ class S5(nnx.Module):
                  dt_min: float = 0.001, dt_max: float = 0.1, activation: Activation = "gelu",
                  output: OutputMode = "half_glu", dtype: jnp.dtype | None = None,
                  param_dtype: jnp.dtype = jnp.float32, rngs: nnx.Rngs):
-        check_even_state(d_state)
-        check_head_options(activation, output)
-        if discretization not in DISCRETIZATIONS:
-            raise ValueError(f"discretization is {discretization!r}, expected one of {DISCRETIZATIONS}")
-        self.d_model = d_model
-        self.d_state = d_state
-        self.discretization = discretization
-        self.bidirectional = bidirectional
-        self.dtype = dtype
+        check_layer_options(d_state, activation, output, discretization)
         Lambda, V = hippo_n_blocks(d_state, blocks)                          # (P/2,), (P, P/2)
-        self.log_neg_lambda_real = nnx.Param(jnp.asarray(np.log(-Lambda.real), param_dtype),
-                                             **axes("state"))
-        self.lambda_imag = nnx.Param(jnp.asarray(Lambda.imag, param_dtype), **axes("state"))
+        self._init_spectrum(d_model, d_state, bidirectional, dtype, Lambda, param_dtype, "state")
+        self.discretization = discretization
         lecun = nnx.initializers.lecun_normal()
         B = np.asarray(lecun(rngs.params(), (d_model, d_state), jnp.float32), np.float64)  # Bᵀ
         self.B = nnx.Param(as_real_pair(B @ V.conj(), param_dtype), **axes("embed", "state", None))
@@ -77,36 +67,28 @@ class S5(nnx.Module):
         self.C = nnx.Param(as_real_pair(C @ V, param_dtype), **axes(None, "embed", "state", None))
         self.log_step = nnx.Param(log_uniform_log_dt(rngs.params(), (d_state // 2,), dt_min, dt_max)
                                   .astype(param_dtype), **axes("state"))
-        self.D = nnx.Param(jax.random.normal(rngs.params(), (d_model,), param_dtype), **axes("embed"))
-        self.head = OutputHead(d_model, activation=activation, output=output, torch_init=False,
-                               dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+        self._init_skip_and_head(activation=activation, output=output, torch_init=False,
+                                 param_dtype=param_dtype, rngs=rngs)
 
     def discretized(self) -> tuple[DiagonalDiscretization, jax.Array]:
         """``(log Λ̄ (P/2,), B̄ᵀ (H, P/2))`` complex64 and ``C̃: (c, H, P/2)``."""
-        Lambda = jax.lax.complex(-jnp.exp(self.log_neg_lambda_real[...].astype(jnp.float32)),
-                                 self.lambda_imag[...].astype(jnp.float32))
         delta = jnp.exp(self.log_step[...].astype(jnp.float32))
-        return (discretize_diagonal(Lambda, as_complex(self.B[...]), delta, self.discretization),
+        return (discretize_diagonal(self.spectrum(), as_complex(self.B[...]), delta,
+                                    self.discretization),
                 as_complex(self.C[...]))
 
     def __call__(self, hidden: jax.Array, *, cache: LTICache | None = None,
                  return_cache: bool = False):
         """``hidden: (b, L, d_model) → (b, L, d_model)``; ``cache``/``return_cache`` as
         :class:`ssmjax.nn.MambaMixer` (causal layers only)."""
-        check_hidden(hidden, self.d_model)
-        if self.bidirectional and (cache is not None or return_cache):
-            raise ValueError("cache and return_cache need a causal layer; this one is bidirectional")
-        if self.dtype is not None:
-            hidden = hidden.astype(self.dtype)
-        u = hidden.astype(jnp.float32)
+        hidden, u = self._sequence_input(hidden, cache, return_cache)
         discrete, C = self.discretized()
         Lambda_bar = discrete.Lambda_bar
         y, state = s5_scan(Lambda_bar, discrete.B_bar, C[0], u,
                            None if cache is None else cache.state)
         if self.bidirectional:
             y = y + s5_scan(Lambda_bar, discrete.B_bar, C[1], u[:, ::-1])[0][:, ::-1]
-        y = y + self.D[...].astype(jnp.float32) * u
-        out = self.head(y.astype(hidden.dtype))
+        out = self._output(y, u, hidden.dtype)
         return (out, LTICache(state)) if return_cache else out
 
     def init_cache(self, batch_size: int, dtype: jnp.dtype | None = None) -> LTICache:
@@ -116,13 +98,7 @@ class S5(nnx.Module):
 
     def step(self, hidden_t: jax.Array, cache: LTICache) -> tuple[jax.Array, LTICache]:
         """One position: ``hidden_t: (b, d_model) → (b, d_model)`` and the next cache."""
-        if self.bidirectional:
-            raise ValueError("step needs a causal layer; this one is bidirectional")
-        check_hidden_t(hidden_t, self.d_model)
-        if self.dtype is not None:
-            hidden_t = hidden_t.astype(self.dtype)
-        u_t = hidden_t.astype(jnp.float32)
+        hidden_t, u_t = self._step_input(hidden_t)
         discrete, C = self.discretized()
         y, state = s5_step(discrete.Lambda_bar, discrete.B_bar, C[0], cache.state, u_t)
-        y = y + self.D[...].astype(jnp.float32) * u_t
-        return self.head(y.astype(hidden_t.dtype)), LTICache(state)
+        return self._output(y, u_t, hidden_t.dtype), LTICache(state)

@@ -9,6 +9,7 @@ from ssmjax.ops.lti import (DenseRecurrence, DiagonalDiscretization, discretize_
                             dplr_recurrence, fft_conv, input_products, liquid_input_vectors, s5_scan,
                             s5_step, vandermonde_kernel)
 from ssmjax.ops.recurrence import linear_recurrence
+from ssmjax.ops.reference import selective_scan_reference
 from ssmjax.ops.resample import (ResamplingPlan, compress, compressed_length, decompress,
                                  gaussian_basis, knn_decompress, knn_interpolate, nearest_neighbors,
                                  resampling_plan, sample_times, time_intervals)
@@ -23,5 +24,5 @@ __all__ = [
     "hippo_n_blocks", "input_products", "knn_decompress", "knn_interpolate", "linear_recurrence",
     "liquid_input_vectors", "nearest_neighbors", "resampling_plan", "s4d_inv_eigenvalues",
     "s4d_lin_eigenvalues", "s5_scan", "s5_step", "sample_times", "selective_scan",
-    "selective_scan_step", "time_intervals", "vandermonde_kernel",
+    "selective_scan_reference", "selective_scan_step", "time_intervals", "vandermonde_kernel",
 ]

@@ -1,7 +1,8 @@
 """The fused selective-scan kernels in Pallas interpret mode (CPU) against float64 references.
 
-The forward reference is a NumPy loop over time; gradients are checked against a float64 JAX
-transcription of the same recurrence differentiated under ``jax.enable_x64``. Every check
+The forward reference is :func:`ssmjax.ops.reference.selective_scan_reference`'s NumPy loop
+over time; gradients are checked against its ``lax.scan`` form differentiated in float64
+under ``jax.enable_x64``. Every check
 draws fresh inputs from a fixed seed. Shapes are tiny because interpret mode is slow; the
 GPU lowering is checked by ``experiments/gpu_check_selective_scan.py``.
 """
@@ -16,6 +17,7 @@ import numpy as np
 import pytest
 
 from ssmjax.kernels.selective_scan_gpu import selective_scan
+from ssmjax.ops.reference import selective_scan_reference
 
 # Small blocks, 2-step iterations and 2-step checkpoint chunks keep interpret-mode compiles
 # quick while exercising the loop, the prefetch queue, the masked tail and several chunks.
@@ -55,56 +57,6 @@ def make_inputs(seed, *, batch=2, length=7, d=8, n=4, groups=1, dtype=jnp.float3
             for k, v in args.items()}
 
 
-def reference_numpy(u, delta, A, B, C, D, z, delta_bias, initial_state, softplus):
-    """float64 loop over time: (y (b, l, d), final state (b, d, n))."""
-    f = lambda x: None if x is None else np.asarray(x, np.float64)  # noqa: E731
-    u, delta, A, B, C, D, z, bias, h = map(f, (u, delta, A, B, C, D, z, delta_bias,
-                                              initial_state))
-    batch, length, d = u.shape
-    if bias is not None:
-        delta = delta + bias
-    if softplus:
-        delta = np.where(delta > 20.0, delta, np.log1p(np.exp(np.minimum(delta, 20.0))))
-    B = np.repeat(B, d // B.shape[2], axis=2)
-    C = np.repeat(C, d // C.shape[2], axis=2)
-    h = np.zeros((batch, d, A.shape[1])) if h is None else h
-    y = np.empty((batch, length, d))
-    for t in range(length):
-        h = np.exp(delta[:, t, :, None] * A) * h + (delta[:, t] * u[:, t])[..., None] * B[:, t]
-        y[:, t] = np.einsum("bdn,bdn->bd", h, C[:, t])
-    if D is not None:
-        y = y + D * u
-    if z is not None:
-        y = y * z / (1.0 + np.exp(-z))
-    return y, h
-
-
-def reference_jax(u, delta, A, B, C, D, z, delta_bias, initial_state, softplus):
-    """The same recurrence in JAX (float64 under enable_x64), for reference gradients."""
-    d = u.shape[-1]
-    if delta_bias is not None:
-        delta = delta + delta_bias
-    if softplus:
-        delta = jax.nn.softplus(delta)
-    B = jnp.repeat(B, d // B.shape[2], axis=2)
-    C = jnp.repeat(C, d // C.shape[2], axis=2)
-    h0 = jnp.zeros((u.shape[0], d, A.shape[1]), u.dtype) if initial_state is None \
-        else initial_state
-
-    def step(h, xs):
-        u_t, dt_t, b_t, c_t = xs
-        h = jnp.exp(dt_t[..., None] * A) * h + (dt_t * u_t)[..., None] * b_t
-        return h, jnp.einsum("bdn,bdn->bd", h, c_t)
-
-    h, y = jax.lax.scan(step, h0, tuple(jnp.moveaxis(x, 1, 0) for x in (u, delta, B, C)))
-    y = jnp.moveaxis(y, 0, 1)
-    if D is not None:
-        y = y + D * u
-    if z is not None:
-        y = y * jax.nn.silu(z)
-    return y, h
-
-
 def outputs_and_gradients(fn, args, cotangents):
     """y, final state and the vjp for every present input, as one compiled program."""
     present = [k for k in NAMES if args[k] is not None]
@@ -128,7 +80,7 @@ def check(args, softplus, *, seed, test_inference_path=False, **options):
     (y, h), grads = outputs_and_gradients(
         kernel, args, (jnp.asarray(dy, args["u"].dtype), jnp.asarray(dh, jnp.float32)))
 
-    y_ref, h_ref = reference_numpy(**args, softplus=softplus)
+    y_ref, h_ref = selective_scan_reference(**args, delta_softplus=softplus)
     assert y.dtype == args["u"].dtype and y.shape == args["u"].shape
     assert h.dtype == jnp.float32 and h.shape == h_ref.shape
     assert rel_err(y, y_ref) < tol, rel_err(y, y_ref)
@@ -141,7 +93,7 @@ def check(args, softplus, *, seed, test_inference_path=False, **options):
         args64 = {k: None if v is None else jnp.asarray(np.asarray(v, np.float64))
                   for k, v in args.items()}
         _, ref_grads = outputs_and_gradients(
-            functools.partial(reference_jax, softplus=softplus), args64,
+            functools.partial(selective_scan_reference, delta_softplus=softplus, xp=jnp), args64,
             (jnp.asarray(dy), jnp.asarray(dh)))
         ref_grads = {k: np.asarray(v) for k, v in ref_grads.items()}
     for name, g in grads.items():
@@ -193,8 +145,8 @@ def test_jit_and_vmap():
 
     y, h = jax.jit(jax.vmap(run))(*[stacked[k] for k in mapped])
     for i in range(2):
-        y_ref, h_ref = reference_numpy(**dict(args, **{k: stacked[k][i] for k in mapped}),
-                                       softplus=True)
+        y_ref, h_ref = selective_scan_reference(
+            **dict(args, **{k: stacked[k][i] for k in mapped}), delta_softplus=True)
         assert rel_err(y[i], y_ref) < 1e-5 and rel_err(h[i], h_ref) < 1e-5
 
     # Gradients through jit(vmap(...)) equal the per-example gradients.

@@ -11,41 +11,10 @@ import pytest
 
 from conftest import TOLERANCE, relative_error
 from ssmjax.ops import selective_scan, selective_scan_step
+from ssmjax.ops.reference import selective_scan_reference as reference_scan
 
 XLA_BACKENDS = ("sequential", "associative", "chunked")
 CHUNK = 8  # small, so that the test lengths span several chunks and a partial one
-
-
-def reference_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False,
-                   initial_state=None, xp=np):
-    """The recurrence of mamba-ssm's selective_scan_ref, one time step at a time, float64.
-
-    ``xp`` is NumPy, or ``jax.numpy`` with x64 enabled when float64 gradients are wanted.
-    """
-    u, delta, A, B, C = (xp.asarray(x, xp.float64) for x in (u, delta, A, B, C))
-    batch, length, channels = u.shape
-    if B.ndim == 3:
-        B, C = B[:, :, None], C[:, :, None]
-    per_group = channels // B.shape[2]
-    if delta_bias is not None:
-        delta = delta + xp.asarray(delta_bias, xp.float64)
-    if delta_softplus:
-        delta = xp.logaddexp(0.0, delta)
-    h = (xp.zeros((batch, channels, A.shape[1])) if initial_state is None
-         else xp.asarray(initial_state, xp.float64))
-    ys = []
-    for t in range(length):
-        B_t = xp.repeat(B[:, t], per_group, axis=1)
-        C_t = xp.repeat(C[:, t], per_group, axis=1)
-        h = xp.exp(delta[:, t, :, None] * A) * h + (delta[:, t] * u[:, t])[..., None] * B_t
-        ys.append(xp.sum(h * C_t, axis=-1))
-    y = xp.stack(ys, axis=1)
-    if D is not None:
-        y = y + xp.asarray(D, xp.float64) * u
-    if z is not None:
-        z = xp.asarray(z, xp.float64)
-        y = y * z / (1.0 + xp.exp(-z))
-    return y, h
 
 
 def make_inputs(seed, batch=2, length=13, channels=6, state=4, groups=None, dtype=jnp.float32,
@@ -184,6 +153,18 @@ def test_chunked_equals_reference_for_any_chunking(length, chunk, state, groups)
     y_ref, state_ref = reference_scan(**inputs, delta_softplus=True)
     assert relative_error(y, y_ref) < TOLERANCE[jnp.float32]
     assert relative_error(final_state, state_ref) < TOLERANCE[jnp.float32]
+
+
+def test_reference_loop_equals_its_lax_scan_form():
+    """The NumPy loop and the lax.scan form of the float64 reference are one recurrence."""
+    inputs = make_inputs(seed=29, length=9, groups=3)
+    y_loop, state_loop = reference_scan(**inputs, delta_softplus=True)
+    with jax.enable_x64(True):
+        y_scan, state_scan = jax.jit(lambda x: reference_scan(**x, delta_softplus=True, xp=jnp))(
+            {k: jnp.asarray(np.asarray(v, np.float64)) for k, v in inputs.items()})
+        assert y_scan.dtype == jnp.float64
+        np.testing.assert_allclose(np.asarray(y_scan), y_loop, rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(np.asarray(state_scan), state_loop, rtol=1e-12, atol=1e-12)
 
 
 def test_final_state_continues_the_sequence():
