@@ -293,6 +293,15 @@ def learning_curve(workdir: pathlib.Path) -> list[list[float]]:
             if "eval_accuracy" in record]
 
 
+def latest_step(workdir: pathlib.Path) -> int | None:
+    """The step of the run's latest checkpoint (None: no checkpoint)."""
+    checkpointer = Checkpointer(workdir)
+    try:
+        return checkpointer.latest_step()
+    finally:
+        checkpointer.close()
+
+
 def run_one(name: str, preset: Preset, args: argparse.Namespace, workdir_root: pathlib.Path,
             eval_backend: str) -> dict[str, Any] | None:
     """Trains (or continues) and evaluates config ``name``; its entry of the results JSON
@@ -305,17 +314,13 @@ def run_one(name: str, preset: Preset, args: argparse.Namespace, workdir_root: p
     """
     base, config = build_config(name, preset, args)
     workdir = workdir_root / name
-    checkpointer = Checkpointer(workdir)
-    reached = checkpointer.latest_step()
-    checkpointer.close()
+    reached = latest_step(workdir)
     if not args.evaluate_only:
         print(f"\n== {name}: {config.train.steps} steps of batch {config.train.batch_size}"
               f"{' (continuing the run in ' + str(workdir) + ')' if reached else ''}", flush=True)
         start = time.perf_counter()
         train(config, workdir, resume=reached is not None, show_progress=not args.no_progress)
-        checkpointer = Checkpointer(workdir)
-        reached = checkpointer.latest_step()
-        checkpointer.close()
+        reached = latest_step(workdir)
         record_sitting(workdir, time.perf_counter() - start, reached)
         if reached < config.train.steps:
             raise RunUnfinished(f"{name}: stopped at step {reached} of {config.train.steps} in "

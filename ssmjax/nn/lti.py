@@ -30,6 +30,7 @@ import numpy as np
 from flax import nnx
 
 from ssmjax.nn.partitioning import axes
+from ssmjax.ops.lti import DISCRETIZATIONS
 
 OutputMode = Literal["glu", "half_glu", "linear", "none"]
 OUTPUT_MODES = ("glu", "half_glu", "linear", "none")
@@ -151,8 +152,6 @@ def check_layer_options(d_state: int, activation: Activation, output: OutputMode
                         discretization: str | None = None) -> None:
     """A layer's constructor checks, before any parameter is drawn: even ``d_state``, a known
     head, and (when given) a known ``discretization``."""
-    from ssmjax.ops.lti import DISCRETIZATIONS
-
     check_even_state(d_state)
     check_head_options(activation, output)
     if discretization is not None and discretization not in DISCRETIZATIONS:
@@ -187,6 +186,17 @@ class LTILayer(nnx.Module):
         self.log_neg_lambda_real = nnx.Param(jnp.asarray(np.log(-Lambda.real), param_dtype),
                                              **axes(*axis_names))
         self.lambda_imag = nnx.Param(jnp.asarray(Lambda.imag, param_dtype), **axes(*axis_names))
+
+    def _init_channel_readout_and_steps(self, dt_min: float, dt_max: float,
+                                        param_dtype: jnp.dtype, rngs: nnx.Rngs) -> None:
+        """One SSM per channel (S4, Liquid-S4, S4D): ``C (c, d_model, N/2, 2)``, a complex normal
+        with E|C|² = 1 (as S4) per direction c, then ``log_dt (d_model,)`` log-uniform."""
+        directions = 2 if self.bidirectional else 1
+        C = jax.random.normal(rngs.params(), (directions, self.d_model, self.d_state // 2, 2),
+                              jnp.float32) / np.sqrt(2)
+        self.C = nnx.Param(C.astype(param_dtype), **axes(None, "embed", "state", None))
+        self.log_dt = nnx.Param(log_uniform_log_dt(rngs.params(), (self.d_model,), dt_min, dt_max)
+                                .astype(param_dtype), **axes("embed"))
 
     def _init_skip_and_head(self, *, activation: Activation, output: OutputMode, torch_init: bool,
                             param_dtype: jnp.dtype, rngs: nnx.Rngs) -> None:

@@ -36,7 +36,7 @@ import numpy as np
 from flax import nnx
 
 from ssmjax.nn.lti import (Activation, LTICache, LTILayer, OutputMode, as_complex, as_real_pair,
-                           check_layer_options, log_uniform_log_dt)
+                           check_layer_options)
 from ssmjax.nn.partitioning import axes
 from ssmjax.ops.hippo import hippo_legs_nplr
 from ssmjax.ops.lti import (DenseRecurrence, dense_final_state, dense_state_response, dense_step,
@@ -70,12 +70,7 @@ class _DPLRLayer(LTILayer):
         self.P = nnx.Param(as_real_pair(tile(nplr.P)[:, None, :], param_dtype),
                            **axes("embed", None, "state", None))
         self.B = nnx.Param(as_real_pair(tile(nplr.B), param_dtype), **axes("embed", "state", None))
-        directions = 2 if bidirectional else 1
-        # C̃ ~ complex normal with E|C̃|² = 1, as S4.
-        C = jax.random.normal(rngs.params(), (directions, d_model, half, 2), jnp.float32) / np.sqrt(2)
-        self.C = nnx.Param(C.astype(param_dtype), **axes(None, "embed", "state", None))
-        self.log_dt = nnx.Param(log_uniform_log_dt(rngs.params(), (d_model,), dt_min, dt_max)
-                                .astype(param_dtype), **axes("embed"))
+        self._init_channel_readout_and_steps(dt_min, dt_max, param_dtype, rngs)
         self._init_skip_and_head(activation=activation, output=output, torch_init=True,
                                  param_dtype=param_dtype, rngs=rngs)
 

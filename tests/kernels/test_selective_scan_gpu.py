@@ -16,6 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from conftest import TOLERANCE, relative_error
 from ssmjax.kernels.selective_scan_gpu import selective_scan
 from ssmjax.ops.reference import selective_scan_reference
 
@@ -23,16 +24,6 @@ from ssmjax.ops.reference import selective_scan_reference
 # quick while exercising the loop, the prefetch queue, the masked tail and several chunks.
 FAST = dict(block_d=4, bwd_block_d=4, unroll=2, prefetch=2, chunk=2, interpret=True)
 NAMES = ("u", "delta", "A", "B", "C", "D", "z", "delta_bias", "initial_state")
-TOLERANCE = {jnp.float32: 1e-5, jnp.bfloat16: 2e-2, jnp.float16: 5e-3}
-
-
-def rel_err(actual, expected) -> float:
-    """Norm-wise ``||actual - expected|| / ||expected||``; anything non-finite fails."""
-    actual = np.asarray(actual, np.float64)
-    expected = np.asarray(expected, np.float64)
-    if not np.all(np.isfinite(actual)):
-        return float("inf")
-    return float(np.linalg.norm(actual - expected) / max(np.linalg.norm(expected), 1e-30))
 
 
 def make_inputs(seed, *, batch=2, length=7, d=8, n=4, groups=1, dtype=jnp.float32,
@@ -83,11 +74,11 @@ def check(args, softplus, *, seed, test_inference_path=False, **options):
     y_ref, h_ref = selective_scan_reference(**args, delta_softplus=softplus)
     assert y.dtype == args["u"].dtype and y.shape == args["u"].shape
     assert h.dtype == jnp.float32 and h.shape == h_ref.shape
-    assert rel_err(y, y_ref) < tol, rel_err(y, y_ref)
-    assert rel_err(h, h_ref) < tol, rel_err(h, h_ref)
+    assert relative_error(y, y_ref) < tol, relative_error(y, y_ref)
+    assert relative_error(h, h_ref) < tol, relative_error(h, h_ref)
     if test_inference_path:  # the forward without checkpoints (no vjp around it)
         y_inf, h_inf = jax.jit(kernel)(**args)
-        assert rel_err(y_inf, y_ref) < tol and rel_err(h_inf, h_ref) < tol
+        assert relative_error(y_inf, y_ref) < tol and relative_error(h_inf, h_ref) < tol
 
     with jax.enable_x64(True):
         args64 = {k: None if v is None else jnp.asarray(np.asarray(v, np.float64))
@@ -98,7 +89,7 @@ def check(args, softplus, *, seed, test_inference_path=False, **options):
         ref_grads = {k: np.asarray(v) for k, v in ref_grads.items()}
     for name, g in grads.items():
         assert g.dtype == args[name].dtype and g.shape == args[name].shape, (name, g.dtype)
-        err = rel_err(g, ref_grads[name])
+        err = relative_error(g, ref_grads[name])
         assert err < tol, f"d{name}: relative error {err:.2e} (tolerance {tol:.0e})"
 
 
@@ -147,10 +138,10 @@ def test_jit_and_vmap():
     for i in range(2):
         y_ref, h_ref = selective_scan_reference(
             **dict(args, **{k: stacked[k][i] for k in mapped}), delta_softplus=True)
-        assert rel_err(y[i], y_ref) < 1e-5 and rel_err(h[i], h_ref) < 1e-5
+        assert relative_error(y[i], y_ref) < 1e-5 and relative_error(h[i], h_ref) < 1e-5
 
     # Gradients through jit(vmap(...)) equal the per-example gradients.
     loss = lambda *xs: jnp.sum(run(*xs)[0] ** 2)  # noqa: E731
     g_batched = jax.jit(jax.vmap(jax.grad(loss)))(*[stacked[k] for k in mapped])
     g_first = jax.jit(jax.grad(loss))(*[stacked[k][0] for k in mapped])
-    assert rel_err(g_batched[0], g_first) < 1e-6
+    assert relative_error(g_batched[0], g_first) < 1e-6
