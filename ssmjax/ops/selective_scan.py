@@ -20,15 +20,16 @@ Backends:
     ``"chunked"``      associative inside chunks of ``chunk_size``, the state carried across
                        chunks by ``lax.scan``; each chunk is rematerialised in the backward
                        pass, so memory is bounded by the chunk, not by L.
-    ``"pallas"``       the fused GPU kernel in ``ssmjax.kernels``.
+    ``"pallas"``       the fused kernel in ``ssmjax.kernels`` for the platform (GPU or TPU).
     ``"auto"``         the fastest correct backend for the default platform.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
-from typing import Literal
+from typing import Callable, Literal
 
 import jax
 import jax.numpy as jnp
@@ -260,19 +261,32 @@ def _batch_mesh_axes(batch: int) -> tuple[str, ...]:
     return axes
 
 
+def _pallas_kernel() -> Callable[..., tuple[jax.Array, jax.Array]]:
+    """The fused kernel for the default platform: Mosaic on a TPU, Triton elsewhere.
+
+    Off a GPU and a TPU, the GPU kernel runs in Pallas interpret mode (the CPU tests).
+    """
+    platform = jax.default_backend()
+    if platform == "tpu":
+        from ssmjax.kernels import selective_scan_tpu
+
+        return selective_scan_tpu.selective_scan
+    from ssmjax.kernels import selective_scan_gpu
+
+    return functools.partial(selective_scan_gpu.selective_scan, interpret=platform != "gpu")
+
+
 def _scan_pallas(x: ScanInputs, delta_softplus: bool) -> tuple[jax.Array, jax.Array]:
     """The fused kernel; under a mesh, once per batch shard (``jax.shard_map``).
 
     A Pallas call is opaque to XLA's partitioner, which would gather the whole batch onto every
     device; splitting it over the mesh's batch axes keeps data parallelism.
     """
-    from ssmjax.kernels import selective_scan_gpu
-
-    interpret = jax.default_backend() != "gpu"  # Pallas compiles for the GPU only
+    kernel = _pallas_kernel()
 
     def scan(u, delta, A, B, C, D, z, delta_bias, initial_state):
-        return selective_scan_gpu.selective_scan(u, delta, A, B, C, D, z, delta_bias, initial_state,
-                                                 delta_softplus=delta_softplus, interpret=interpret)
+        return kernel(u, delta, A, B, C, D, z, delta_bias, initial_state,
+                      delta_softplus=delta_softplus)
 
     args = (x.u, x.delta, x.A.astype(jnp.float32), x.B, x.C, x.D, x.z, x.delta_bias,
             None if x.initial_state is None else x.initial_state.astype(jnp.float32))
@@ -289,9 +303,10 @@ def _scan_pallas(x: ScanInputs, delta_softplus: bool) -> tuple[jax.Array, jax.Ar
 def default_backend() -> str:
     """The backend ``"auto"`` resolves to on the default platform."""
     # On the CPU a sequential scan beats the log-depth ones (measured in
-    # experiments/benchmarks/scan_cpu.py); elsewhere the chunked scan bounds memory.
+    # experiments/benchmarks/scan_cpu.py); GPUs and TPUs have a fused kernel (the TPU one is
+    # unmeasured: kernels/NOTES.md); elsewhere the chunked scan bounds memory.
     platform = jax.default_backend()
-    return {"gpu": "pallas", "cpu": "sequential"}.get(platform, "chunked")
+    return {"gpu": "pallas", "tpu": "pallas", "cpu": "sequential"}.get(platform, "chunked")
 
 
 def selective_scan(u: jax.Array, delta: jax.Array, A: jax.Array, B: jax.Array, C: jax.Array,
