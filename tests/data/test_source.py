@@ -28,6 +28,9 @@ def test_every_example_once_per_epoch_and_a_new_order_each_epoch():
     for seen in epochs:
         assert len(set(seen.tolist())) == 100  # no repeats; 3 examples dropped
     assert not np.array_equal(epochs[0], epochs[1])
+    picked = order.batch_indices(3)
+    picked[:] = -1  # the caller's copy: the epoch's order, drawn once, is unchanged
+    assert np.array_equal(order.batch_indices(3), epochs[0][30:40])
 
 
 def test_same_seed_and_step_same_batch_whatever_was_read_before():

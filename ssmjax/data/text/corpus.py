@@ -57,7 +57,7 @@ def _articles_module():
         from ssmjax.data.text import articles
     except ImportError as error:
         raise ImportError(f"text corpora need tensorflow-datasets, array_record, tokenizers and "
-                          f"pyarrow: pip install 'ssmjax[text]' ({error})") from error
+                          f"pyarrow: pip install 'ssmjax[data]' ({error})") from error
     return articles
 
 
