@@ -4,7 +4,9 @@ For each case, y, the final state and the gradient of every input are compared w
 float64 reference evaluated on the CPU (:func:`ssmjax.ops.reference.selective_scan_reference`
 as a ``jax.lax.scan`` under ``jax.enable_x64``), by
 norm-wise relative error ``||out - ref|| / ||ref||``. Fresh random inputs per case; each
-kernel is also run twice on the same inputs to catch run-to-run differences (races).
+kernel is also run twice on the same inputs to catch run-to-run differences (races). Cases
+with ``resets`` start packed segments at random steps (the first and the last step included);
+``cotangent="final_state"`` differentiates a loss on the final state alone (dy = 0).
 
     python experiments/gpu_check_selective_scan.py            # on the GPU
     python experiments/gpu_check_selective_scan.py --interpret --small  # any CPU
@@ -63,6 +65,14 @@ def loss(fn, wy, wh, names, *xs):
     return jnp.sum(y.astype(wy.dtype) * wy) + jnp.sum(h.astype(wh.dtype) * wh)
 
 
+def random_resets(rng, batch, length, rate):
+    """``(b, l)`` bool: segment starts at ``rate``, plus row 0's first step (dropping its
+    initial state) and the last row's last step."""
+    reset = rng.random((batch, length)) < rate
+    reset[0, 0] = reset[-1, -1] = True
+    return reset
+
+
 def run_case(case, rng, interpret, block_sizes):
     batch, length, d, n, groups, dtype, optional, softplus = (
         case["batch"], case["length"], case["d"], case["n"], case["groups"], case["dtype"],
@@ -71,8 +81,13 @@ def run_case(case, rng, interpret, block_sizes):
     names = [k for k in NAMES if args[k] is not None]
     xs = [args[k] for k in names]
     wy = jnp.asarray(rng.standard_normal((batch, length, d)), jnp.float32)
+    if case.get("cotangent", "both") == "final_state":
+        wy = jnp.zeros_like(wy)
     wh = jnp.asarray(rng.standard_normal((batch, d, n)), jnp.float32)
+    reset = (random_resets(rng, batch, length, case["resets"]) if case.get("resets")
+             else None)
     kernel = functools.partial(selective_scan, delta_softplus=softplus, interpret=interpret,
+                               reset=None if reset is None else jnp.asarray(reset),
                                **block_sizes, **{k: None for k in NAMES if args[k] is None})
     forward = jax.jit(lambda *xs: kernel(**dict(zip(names, xs))))
     gradients = jax.jit(jax.grad(functools.partial(loss, kernel, wy, wh, names),
@@ -90,6 +105,7 @@ def run_case(case, rng, interpret, block_sizes):
     with jax.enable_x64(True), jax.default_device(cpu):
         x64 = [jnp.asarray(np.asarray(x, np.float64)) for x in xs]
         ref = functools.partial(selective_scan_reference, delta_softplus=softplus, xp=jnp,
+                                reset=None if reset is None else jnp.asarray(reset),
                                 **{k: None for k in NAMES if args[k] is None})
         y_ref, h_ref = jax.jit(lambda *xs: ref(**dict(zip(names, xs))))(*x64)
         ref_grads = jax.jit(jax.grad(
@@ -119,6 +135,10 @@ def cases(small: bool):
         dict(base, length=100, dtype="float32", optional=("z",)),
         dict(base, length=100, dtype="float32", n=5),
         dict(base, length=64, dtype="float32", n=64),
+        dict(base, length=long, dtype="float32", resets=0.05),
+        dict(base, length=301, dtype="bfloat16", groups=2, resets=0.3),
+        dict(base, length=37, dtype="float32", resets=0.5, cotangent="final_state"),
+        dict(base, length=100, dtype="float32", cotangent="final_state"),
     ] + ([] if small else [dict(base, length=64, dtype="float32", n=256, d=64)])
 
 
@@ -148,7 +168,8 @@ def main(argv=None) -> int:
         failures += len(bad) + (not repeatable)
         label = (f"{case['dtype']:>8} L={case['length']:<5} d={case['d']} n={case['n']} "
                  f"g={case['groups']} opt={'+'.join(case['optional']) or '-'} "
-                 f"softplus={int(case['softplus'])}")
+                 f"softplus={int(case['softplus'])} resets={case.get('resets', 0)} "
+                 f"cotangent={case.get('cotangent', 'both')}")
         print(f"{label}: max {max(errors.values()):.2e} "
               f"({max(errors, key=errors.get)}), repeatable={repeatable}"
               f"{'  FAIL ' + str(bad) if bad else ''}  [{time.perf_counter() - start:.1f}s]",

@@ -7,6 +7,10 @@ layout::
     h_t   = exp(delta_t * A) * h_{t-1} + delta_t * B_t * u_t      h_{-1} = initial_state
     y_t   = (sum_n C_t[n] * h_t[:, n] + D * u_t) * silu(z_t)      (D, z optional)
 
+with ``exp(delta_t * A)`` replaced by 0 where the optional ``reset`` is set: a packed segment
+starts at t and the state before it is forgotten (``ssmjax.ops.selective_scan`` derives ``reset``
+from ``segment_ids``; its docstring has the convention).
+
 Design (measurements, and the variants that lost, are in ``kernels/NOTES.md``):
 
 * One program owns ``block_d`` channels of one batch row and walks the whole sequence, so
@@ -20,6 +24,11 @@ Design (measurements, and the variants that lost, are in ``kernels/NOTES.md``):
   adjoint recurrence ``lam_t = C_t g_t + exp(delta_{t+1} A) lam_{t+1}`` back through them.
 * Gradients of B and C sum over the channels of a group: each program writes its block's
   partial sum per step and the wrapper adds the ``d / (g * block_d)`` partials.
+* A reset costs one scalar load per step and program, and no pass over (b, l, d): it enters
+  the exponent of the decay, exp2(delta * A log2(e) + r) with r = -inf at a segment start and 0
+  elsewhere, so exp(delta A) becomes exactly 0 there in both kernels. The backward's adjoint
+  ``lam_{t-1} = ... + a_t lam_t`` and the gradients through ``a_t`` then stop at the boundary
+  with no other change.
 * Every (channels, states) tile (A, states, checkpoints, dA) lives in HBM in its natural
   (d, n) layout and moves as one 2-D access. Triton then gives the whole recurrence the
   layout of those accesses: 4 consecutive states of one channel per thread, so a step's
@@ -37,19 +46,18 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax.experimental import pallas as pl
 
-try:  # jax 0.10 and 0.11 both ship it; "triton" is the Pallas GPU backend used here.
-    from jax.experimental.pallas import triton as plgpu
-except ImportError:  # pragma: no cover - a jax build without the Triton backend
-    plgpu = None
+from .common import SOFTPLUS_LINEAR_ABOVE, require_triton_lowering, triton_lowering
+
+# jax 0.10 and 0.11 ship it; None in a jax without it, where selective_scan raises.
+plgpu = triton_lowering()
 
 __all__ = ["selective_scan", "default_block_sizes"]
 
 _LOG2E = 1.4426950408889634
 _LN2 = 0.6931471805599453
-# softplus(x) == x to float32 precision beyond this (mamba-ssm uses the same threshold).
-_SOFTPLUS_LINEAR_ABOVE = 20.0
 
 
 # ---------------------------------------------------------------------------------------------
@@ -100,6 +108,7 @@ class _Config:
     has_bias: bool
     softplus: bool
     has_initial_state: bool
+    has_reset: bool
     interpret: bool
 
     @property
@@ -173,14 +182,15 @@ class _Math:
         e = self.ex2(_LOG2E * x)
         w = 1.0 + e
         log1p_e = jnp.where(w == 1.0, e, self.lg2(w) * _LN2 * e * self.rcp(w - 1.0))
-        linear = x > _SOFTPLUS_LINEAR_ABOVE
+        linear = x > SOFTPLUS_LINEAR_ABOVE
         return jnp.where(linear, x, log1p_e), jnp.where(linear, 1.0, e * self.rcp(w))
 
 
 def _unpack(refs: list, cfg: _Config, names: tuple[str, ...]) -> dict[str, Any]:
     """Name the kernel's refs; optional ones (D, z, bias, initial state...) may be absent."""
     present = dict(d=cfg.has_d, z=cfg.has_z, bias=cfg.has_bias, h0=cfg.has_initial_state,
-                   dd=cfg.has_d, dz=cfg.has_z, dbias=cfg.has_bias, dh0=cfg.has_initial_state)
+                   reset=cfg.has_reset, dd=cfg.has_d, dz=cfg.has_z, dbias=cfg.has_bias,
+                   dh0=cfg.has_initial_state)
     out, refs = {}, list(refs)
     for name in names:
         out[name] = refs.pop(0) if present.get(name, True) else None
@@ -188,19 +198,36 @@ def _unpack(refs: list, cfg: _Config, names: tuple[str, ...]) -> dict[str, Any]:
     return out
 
 
+def _decay_exponent(delta: jax.Array, a2: jax.Array, row: dict[str, Any], valid: Any) -> jax.Array:
+    """log2 of the decay exp(delta A): ``delta * a2``, or -inf (a decay of exactly 0) at a
+    reset, where a segment starts. A masked step past the end (``valid`` False) never resets.
+    """
+    exponent = delta[:, None] * a2
+    if "reset" not in row:
+        return exponent
+    starts = row["reset"] != 0
+    if valid is not None:
+        starts = jnp.logical_and(starts, valid)
+    # An add, which the compiler can fold into the multiply (an FMA): no extra instruction per
+    # state element. The constants are typed: the Triton lowering gives a weakly typed constant
+    # of a select the predicate's type (i1), which cannot hold -inf.
+    offset = jnp.where(starts, np.float32(-np.inf), np.float32(0.0))
+    return exponent + offset
+
+
 # ---------------------------------------------------------------------------------------------
 # Forward kernel
 # ---------------------------------------------------------------------------------------------
 
-_FORWARD_INPUTS = ("u", "delta", "a2", "b", "c", "d", "z", "bias", "h0")
+_FORWARD_INPUTS = ("u", "delta", "a2", "b", "c", "d", "z", "bias", "h0", "reset")
 
 
 def _forward_kernel(*refs: Any, cfg: _Config, save_checkpoints: bool) -> None:
     """One program: channels [j*block_d, (j+1)*block_d) of one batch row, all time steps.
 
     Refs (per program): u, delta, z, y: (L, block_d); b, c: (L, n); a2 = A log2(e), initial
-    and final state: (block_d, n); d, bias: (block_d,); ckpt: (n_chunks, block_d, n), the
-    state *before* each chunk.
+    and final state: (block_d, n); d, bias: (block_d,); reset: (L,) int32, nonzero where a
+    segment starts; ckpt: (n_chunks, block_d, n), the state *before* each chunk.
     """
     outputs = ("y", "h_last") + (("ckpt",) if save_checkpoints else ())
     r = _unpack(refs, cfg, _FORWARD_INPUTS + outputs)
@@ -218,7 +245,10 @@ def _forward_kernel(*refs: Any, cfg: _Config, save_checkpoints: bool) -> None:
         # Past the end, reload the last row: keeps every load unmasked.
         t = _index(min(t, length - 1) if isinstance(t, int) else jnp.minimum(t, length - 1))
         names = ("u", "delta", "b", "c") + (("z",) if r["z"] is not None else ())
-        return {name: r[name][t, :] for name in names}
+        row = {name: r[name][t, :] for name in names}
+        if r["reset"] is not None:
+            row["reset"] = r["reset"][t]
+        return row
 
     def step(row, h, valid):
         u = row["u"].astype(jnp.float32)
@@ -229,7 +259,7 @@ def _forward_kernel(*refs: Any, cfg: _Config, save_checkpoints: bool) -> None:
             delta, _ = math.softplus(delta)
         if valid is not None:
             delta = jnp.where(valid, delta, 0.0)
-        decay = math.ex2(delta[:, None] * a2)
+        decay = math.ex2(_decay_exponent(delta, a2, row, valid))
         h = decay * h + (delta * u)[:, None] * row["b"].astype(jnp.float32)[None, :]
         y = jnp.sum(h * row["c"].astype(jnp.float32)[None, :], axis=1)
         if skip is not None:
@@ -289,6 +319,7 @@ class _Specs:
         self.channels = pl.BlockSpec((block,), lambda i: (i % n_blocks,))  # (d,)
         self.channel_states = pl.BlockSpec((block, n), lambda i: (i % n_blocks, 0))  # (d, n)
         self.batch_channels = pl.BlockSpec((sq, block), lambda i: (i // n_blocks, i % n_blocks))
+        self.batch_rows = pl.BlockSpec((sq, length), lambda i: (i // n_blocks, 0))  # (b, l)
         self.states = pl.BlockSpec((sq, block, n), lambda i: (i // n_blocks, i % n_blocks, 0))
         self.checkpoints = pl.BlockSpec((sq, cfg.n_chunks, block, n),
                                         lambda i: (i // n_blocks, 0, i % n_blocks, 0))
@@ -300,12 +331,13 @@ def _compiler_params(cfg: _Config, num_warps: int) -> Any:
     return plgpu.CompilerParams(num_warps=num_warps, num_stages=cfg.num_stages)
 
 
-def _forward(cfg: _Config, u, delta, a2, B, C, D, z, delta_bias, h0, *, save_checkpoints: bool):
+def _forward(cfg: _Config, u, delta, a2, B, C, D, z, delta_bias, h0, reset, *,
+             save_checkpoints: bool):
     batch, length, d_inner = u.shape
     s = _Specs(batch, length, d_inner, cfg, cfg.block_d)
     candidates = ((u, s.rows), (delta, s.rows), (a2, s.channel_states), (B, s.groups),
                   (C, s.groups), (D, s.channels), (z, s.rows), (delta_bias, s.channels),
-                  (h0, s.states))
+                  (h0, s.states), (reset, s.batch_rows))
     inputs = [(x, spec) for x, spec in candidates if x is not None]
     out_shape = [jax.ShapeDtypeStruct(u.shape, u.dtype),
                  jax.ShapeDtypeStruct((batch, d_inner, cfg.d_state), jnp.float32)]
@@ -331,7 +363,8 @@ def _forward(cfg: _Config, u, delta, a2, B, C, D, z, delta_bias, h0, *, save_che
 # Backward kernel
 # ---------------------------------------------------------------------------------------------
 
-_BACKWARD_INPUTS = ("u", "delta", "a2", "b", "c", "d", "z", "bias", "ckpt", "dy", "dh_last")
+_BACKWARD_INPUTS = ("u", "delta", "a2", "b", "c", "d", "z", "bias", "reset", "ckpt", "dy",
+                    "dh_last")
 _BACKWARD_OUTPUTS = ("du", "ddelta", "db", "dc", "da2", "dd", "dz", "dbias", "dh0")
 
 
@@ -344,6 +377,7 @@ def _backward_kernel(*refs: Any, cfg: _Config) -> None:
         ddelta_t = u_t sum_n lam_t B_t + sum_n lam_t h_{t-1} a_t A        (times softplus')
         dB_t     = sum_{d in block} lam_t delta_t u_t,     dC_t = sum_{d in block} g_t h_t
         dA      += lam_t h_{t-1} a_t delta_t,              dh_{-1} = a_0 lam_0.
+    At a reset a_t = 0, so nothing flows back across a segment start.
     """
     r = _unpack(refs, cfg, _BACKWARD_INPUTS + _BACKWARD_OUTPUTS)
     math = _Math(cfg.interpret)
@@ -358,7 +392,10 @@ def _backward_kernel(*refs: Any, cfg: _Config) -> None:
     def load_rows(t):
         t = _index(jnp.minimum(t, length - 1) if masked else t)
         names = ("u", "delta", "b", "c", "dy") + (("z",) if r["z"] is not None else ())
-        return {name: r[name][t, :] for name in names}
+        row = {name: r[name][t, :] for name in names}
+        if r["reset"] is not None:
+            row["reset"] = r["reset"][t]
+        return row
 
     def load_chunk(chunk_index):
         rows = [load_rows(chunk_index * chunk + k) for k in range(chunk)]
@@ -382,9 +419,10 @@ def _backward_kernel(*refs: Any, cfg: _Config) -> None:
             slope = None
             if cfg.softplus:
                 delta, slope = math.softplus(delta)
-            if masked:
-                delta = jnp.where(t0 + k < length, delta, 0.0)
-            decay = math.ex2(delta[:, None] * a2)
+            valid = t0 + k < length if masked else None
+            if valid is not None:
+                delta = jnp.where(valid, delta, 0.0)
+            decay = math.ex2(_decay_exponent(delta, a2, row, valid))
             saved.append((h, u, delta, slope, decay))
             h = decay * h + (delta * u)[:, None] * row["b"].astype(jnp.float32)[None, :]
 
@@ -447,13 +485,13 @@ def _backward_kernel(*refs: Any, cfg: _Config) -> None:
 
 
 def _backward(cfg: _Config, residuals, dy, dh_last):
-    u, delta, a2, B, C, D, z, delta_bias, h0, ckpt = residuals
+    u, delta, a2, B, C, D, z, delta_bias, h0, reset, ckpt = residuals
     batch, length, d_inner = u.shape
     n = cfg.d_state
     s = _Specs(batch, length, d_inner, cfg, cfg.bwd_block_d)
     candidates = ((u, s.rows), (delta, s.rows), (a2, s.channel_states), (B, s.groups),
                   (C, s.groups), (D, s.channels), (z, s.rows), (delta_bias, s.channels),
-                  (ckpt, s.checkpoints), (dy, s.rows), (dh_last, s.states))
+                  (reset, s.batch_rows), (ckpt, s.checkpoints), (dy, s.rows), (dh_last, s.states))
     inputs = [(x, spec) for x, spec in candidates if x is not None]
 
     f32 = jnp.float32
@@ -495,7 +533,8 @@ def _backward(cfg: _Config, residuals, dy, dh_last):
     dz = outs.pop(0) if cfg.has_z else None
     dbias = outs.pop(0).sum(axis=0).astype(delta_bias.dtype) if cfg.has_bias else None
     dh0 = outs.pop(0).astype(h0.dtype) if cfg.has_initial_state else None
-    return du, ddelta, da2, dB, dC, dD, dz, dbias, dh0
+    # reset is an integer input: no cotangent.
+    return du, ddelta, da2, dB, dC, dD, dz, dbias, dh0, None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -504,16 +543,16 @@ def _backward(cfg: _Config, residuals, dy, dh_last):
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
-def _scan_core(cfg: _Config, u, delta, a2, B, C, D, z, delta_bias, h0):
-    y, h_last, _ = _forward(cfg, u, delta, a2, B, C, D, z, delta_bias, h0,
+def _scan_core(cfg: _Config, u, delta, a2, B, C, D, z, delta_bias, h0, reset):
+    y, h_last, _ = _forward(cfg, u, delta, a2, B, C, D, z, delta_bias, h0, reset,
                             save_checkpoints=False)
     return y, h_last
 
 
-def _scan_core_fwd(cfg: _Config, u, delta, a2, B, C, D, z, delta_bias, h0):
-    y, h_last, ckpt = _forward(cfg, u, delta, a2, B, C, D, z, delta_bias, h0,
+def _scan_core_fwd(cfg: _Config, u, delta, a2, B, C, D, z, delta_bias, h0, reset):
+    y, h_last, ckpt = _forward(cfg, u, delta, a2, B, C, D, z, delta_bias, h0, reset,
                                save_checkpoints=True)
-    return (y, h_last), (u, delta, a2, B, C, D, z, delta_bias, h0, ckpt)
+    return (y, h_last), (u, delta, a2, B, C, D, z, delta_bias, h0, reset, ckpt)
 
 
 def _scan_core_bwd(cfg: _Config, residuals, cotangents):
@@ -539,6 +578,7 @@ def selective_scan(
     z: jax.Array | None = None,
     delta_bias: jax.Array | None = None,
     initial_state: jax.Array | None = None,
+    reset: jax.Array | None = None,
     *,
     delta_softplus: bool = False,
     block_d: int | None = None,
@@ -559,6 +599,8 @@ def selective_scan(
       B, C: (b, l, g, n), g dividing d; channel c uses group c // (d // g).
       D, delta_bias: (d,).
       initial_state: (b, d, n) float32, the state before the first step.
+      reset: (b, l) bool or integer, True (nonzero) where a segment starts: exp(delta_t A) is
+        0 there, so h_t = delta_t B_t u_t (at t = 0 the initial state is dropped).
       delta_softplus: apply softplus to ``delta + delta_bias``.
       block_d: channels per forward program (a power of two; halved until it divides d // g).
       num_warps: warps per forward program.
@@ -574,16 +616,12 @@ def selective_scan(
     Returns:
       y: (b, l, d) in u.dtype, and the final state (b, d, n) float32.
     """
+    _check_shapes(u, delta, A, B, C, D, z, delta_bias, initial_state, reset)
+    require_triton_lowering("ssmjax.kernels.selective_scan",
+                            "ssmjax.ops.selective_scan's XLA backends need no kernel")
     batch, length, d_inner = u.shape
     d_state = A.shape[1]
     n_groups = B.shape[2]
-    assert delta.shape == u.shape and A.shape == (d_inner, d_state), (u.shape, A.shape)
-    assert B.shape == C.shape == (batch, length, n_groups, d_state), (B.shape, C.shape)
-    assert d_inner % n_groups == 0, (d_inner, n_groups)
-    assert z is None or z.shape == u.shape
-    assert initial_state is None or initial_state.shape == (batch, d_inner, d_state)
-    if plgpu is None:  # pragma: no cover
-        raise RuntimeError("this jax has no Pallas Triton backend")
 
     tuned = default_block_sizes()
     pick = lambda value, name: tuned[name] if value is None else int(value)  # noqa: E731
@@ -617,6 +655,7 @@ def selective_scan(
         has_bias=delta_bias is not None,
         softplus=bool(delta_softplus),
         has_initial_state=initial_state is not None,
+        has_reset=reset is not None,
         interpret=bool(interpret),
     )
 
@@ -629,5 +668,38 @@ def selective_scan(
         C = jnp.pad(C, ((0, 0), (0, 0), (0, 0), (0, pad)))
         if h0 is not None:
             h0 = jnp.pad(h0, ((0, 0), (0, 0), (0, pad)))
-    y, h_last = _scan_core(cfg, u, delta, a2, B, C, D, z, delta_bias, h0)
+    reset = None if reset is None else (reset != 0).astype(jnp.int32)
+    y, h_last = _scan_core(cfg, u, delta, a2, B, C, D, z, delta_bias, h0, reset)
     return y, h_last[:, :, :d_state]
+
+
+def _check_shapes(u, delta, A, B, C, D, z, delta_bias, initial_state, reset) -> None:
+    """``ValueError`` naming the first argument off the kernel's contract."""
+    def error(name, x, expected):
+        return ValueError(f"{name} has shape {tuple(x.shape)}, expected {expected}")
+
+    if u.ndim != 3:
+        raise error("u", u, "(batch, length, channels)")
+    batch, length, d_inner = u.shape
+    if A.ndim != 2 or A.shape[0] != d_inner:
+        raise error("A", A, f"({d_inner}, d_state)")
+    d_state = A.shape[1]
+    for name, x in (("delta", delta), ("z", z)):
+        if x is not None and x.shape != u.shape:
+            raise error(name, x, f"{tuple(u.shape)} like u")
+    for name, x in (("B", B), ("C", C)):
+        if x.ndim != 4 or x.shape[:2] != (batch, length) or x.shape[3] != d_state:
+            raise error(name, x, f"({batch}, {length}, groups, {d_state})")
+    if C.shape != B.shape or d_inner % B.shape[2]:
+        raise ValueError(f"B has shape {tuple(B.shape)} and C {tuple(C.shape)}, expected the same "
+                         f"number of groups, dividing the {d_inner} channels")
+    for name, x in (("D", D), ("delta_bias", delta_bias)):
+        if x is not None and x.shape != (d_inner,):
+            raise error(name, x, f"({d_inner},)")
+    if initial_state is not None and initial_state.shape != (batch, d_inner, d_state):
+        raise error("initial_state", initial_state, f"({batch}, {d_inner}, {d_state})")
+    if reset is not None:
+        if reset.shape != (batch, length):
+            raise error("reset", reset, f"({batch}, {length})")
+        if not (jnp.issubdtype(reset.dtype, jnp.integer) or reset.dtype == jnp.bool_):
+            raise ValueError(f"reset has dtype {reset.dtype}, expected bool or an integer dtype")

@@ -18,20 +18,14 @@ import jax
 import jax.numpy as jnp
 from jax.experimental import pallas as pl
 
-try:  # the Triton backend of Pallas, for the GPU compiler parameters
-    from jax.experimental.pallas import triton as pallas_triton
-except ImportError:  # pragma: no cover - a jax without it
-    pallas_triton = None
-
-# Softplus is the identity to float32 precision above this (the threshold mamba-ssm uses).
-_SOFTPLUS_LINEAR_ABOVE = 20.0
+from .common import SOFTPLUS_LINEAR_ABOVE, require_triton_lowering
 
 
 def _state_update_kernel(state_ref, u_ref, delta_ref, z_ref, B_ref, C_ref, A_ref, D_ref,
                          delta_bias_ref, y_ref, new_state_ref):
     """One program: ``block_d`` channels of one batch row."""
     delta = delta_ref[...].astype(jnp.float32) + delta_bias_ref[...].astype(jnp.float32)
-    delta = jnp.where(delta > _SOFTPLUS_LINEAR_ABOVE, delta, jnp.log1p(jnp.exp(delta)))
+    delta = jnp.where(delta > SOFTPLUS_LINEAR_ABOVE, delta, jnp.log1p(jnp.exp(delta)))
     u = u_ref[...].astype(jnp.float32)
     decay = jnp.exp(delta[:, None] * A_ref[...].astype(jnp.float32))          # (block_d, n)
     h = decay * state_ref[...] + (delta * u)[:, None] * B_ref[...].astype(jnp.float32)[None, :]
@@ -86,7 +80,9 @@ def selective_state_update(state: jax.Array, u: jax.Array, delta: jax.Array, A: 
     channel_vector = pl.BlockSpec((block,), lambda b, j: (j,))
     state_tile = pl.BlockSpec((pl.Squeezed(), block, n), lambda b, j: (b, j, 0))
     compiler_params = None
-    if not interpret and pallas_triton is not None:
+    if not interpret:  # interpret mode runs without the Triton lowering
+        pallas_triton = require_triton_lowering("ssmjax.kernels.selective_state_update",
+                                                "decode with MambaLM.step instead")
         compiler_params = pallas_triton.CompilerParams(num_warps=4, num_stages=1)
     y, new_state = pl.pallas_call(
         _state_update_kernel,

@@ -29,8 +29,9 @@ def fused_step_pays_on(platform: str) -> bool:
 
 
 def _interpret_by_default(interpret: bool | None) -> bool:
-    # Pallas compiles for the GPU only; elsewhere the kernel runs in interpret mode.
-    return jax.default_backend() != "gpu" if interpret is None else interpret
+    from ssmjax.kernels.common import interpret_by_default
+
+    return interpret_by_default(interpret)
 
 
 def mixer_step(mixer, hidden_t: jax.Array, cache: MambaCache, *,

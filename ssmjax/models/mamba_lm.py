@@ -28,7 +28,7 @@ from flax import nnx
 from ssmjax.nn.partitioning import axes
 from ssmjax.nn import (S4, MambaCache, MambaMixer, NoGateBlock, ResidualBlock, RMSNorm,
                        SeRpEntBlock)
-from ssmjax.ops.selective_scan import BACKENDS, DEFAULT_CHUNK_SIZE
+from ssmjax.ops.selective_scan import BACKENDS, SCAN_CHUNK_SIZE
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
 MIXERS = ("mamba", "s6", "s4", "serpent_mamba")
@@ -65,7 +65,7 @@ class MambaConfig:
     tie_embeddings: bool = True
     dtype: str = "float32"
     scan_backend: str = "auto"
-    chunk_size: int = DEFAULT_CHUNK_SIZE
+    chunk_size: int = SCAN_CHUNK_SIZE
     mixer: str = "mamba"
     l_max: int | None = None
     serpent_compression_rates: tuple[float, ...] = (2.0, 4.0)

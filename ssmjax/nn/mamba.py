@@ -22,7 +22,7 @@ from flax import nnx
 
 from ssmjax.nn.partitioning import axes
 from ssmjax.ops import causal_conv1d, causal_conv1d_step, selective_scan, selective_scan_step
-from ssmjax.ops.selective_scan import DEFAULT_CHUNK_SIZE
+from ssmjax.ops.selective_scan import SCAN_CHUNK_SIZE
 
 # PyTorch's default Linear/Conv1d initialisation, U(±1/sqrt(fan_in)), which mamba-ssm keeps.
 torch_default_init = nnx.initializers.variance_scaling(1.0 / 3.0, "fan_in", "uniform")
@@ -113,7 +113,7 @@ class MambaMixer(nnx.Module, CausalConvHolder):
                  dt_rank: int | str = "auto", dt_min: float = 0.001, dt_max: float = 0.1,
                  dt_init_floor: float = 1e-4, dt_scale: float = 1.0, conv_bias: bool = True,
                  bias: bool = False, out_init_scale: float = 1.0, scan_backend: str = "auto",
-                 chunk_size: int = DEFAULT_CHUNK_SIZE, gated: bool = True,
+                 chunk_size: int = SCAN_CHUNK_SIZE, gated: bool = True,
                  dtype: jnp.dtype | None = None, param_dtype: jnp.dtype = jnp.float32,
                  rngs: nnx.Rngs):
         self.d_model = d_model

@@ -13,8 +13,8 @@ from ssmjax.ops.reference import selective_scan_reference
 from ssmjax.ops.resample import (ResamplingPlan, compress, compressed_length, decompress,
                                  gaussian_basis, knn_decompress, knn_interpolate, nearest_neighbors,
                                  resampling_plan, sample_times, time_intervals)
-from ssmjax.ops.selective_scan import (BACKENDS, default_backend, selective_scan,
-                                       selective_scan_step)
+from ssmjax.ops.selective_scan import (BACKENDS, default_backend, segment_starts,
+                                       selective_scan, selective_scan_step)
 
 __all__ = [
     "BACKENDS", "DenseRecurrence", "DiagonalDiscretization", "ResamplingPlan", "causal_conv1d",
@@ -23,6 +23,6 @@ __all__ = [
     "dplr_recurrence", "fft_conv", "gaussian_basis", "hippo_legs", "hippo_legs_nplr",
     "hippo_n_blocks", "input_products", "knn_decompress", "knn_interpolate", "linear_recurrence",
     "liquid_input_vectors", "nearest_neighbors", "resampling_plan", "s4d_inv_eigenvalues",
-    "s4d_lin_eigenvalues", "s5_scan", "s5_step", "sample_times", "selective_scan",
+    "s4d_lin_eigenvalues", "s5_scan", "s5_step", "sample_times", "segment_starts", "selective_scan",
     "selective_scan_reference", "selective_scan_step", "time_intervals", "vandermonde_kernel",
 ]

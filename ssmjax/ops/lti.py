@@ -32,6 +32,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ssmjax.ops.checks import shape_error
 from ssmjax.ops.recurrence import linear_recurrence
 
 Discretization = Literal["zoh", "bilinear"]
@@ -39,10 +40,6 @@ DISCRETIZATIONS = ("zoh", "bilinear")
 
 
 # --------------------------------------------------------------------------- checks
-
-
-def _shape_error(name: str, got, expected: str) -> ValueError:
-    return ValueError(f"{name} has shape {tuple(got)}, expected {expected}")
 
 
 def _complex_dtype(*arrays: jax.Array) -> jnp.dtype:
@@ -135,13 +132,13 @@ def discretize_diagonal(Lambda: jax.Array, B: jax.Array, delta: jax.Array,
 def _check_diagonal(log_Lambda_bar: jax.Array, **vectors: jax.Array) -> None:
     """``log_Lambda_bar: (h, n)``; each named vector ``(h, n)`` (``C`` may be ``(c, h, n)``)."""
     if log_Lambda_bar.ndim != 2:
-        raise _shape_error("log_Lambda_bar", log_Lambda_bar.shape, "(channels, n)")
+        raise shape_error("log_Lambda_bar", log_Lambda_bar.shape, "(channels, n)")
     shape = tuple(log_Lambda_bar.shape)
     for name, x in vectors.items():
         stacked_ok = name == "C" and x.ndim == 3
         if x.shape[-2:] != shape or not (x.ndim == 2 or stacked_ok):
             expected = f"{shape} or (c, *{shape})" if name == "C" else f"{shape} like log_Lambda_bar"
-            raise _shape_error(name, x.shape, expected)
+            raise shape_error(name, x.shape, expected)
 
 
 def diagonal_powers(log_Lambda_bar: jax.Array, length: int, start: int = 0) -> jax.Array:
@@ -184,9 +181,9 @@ def diagonal_state_response(log_Lambda_bar: jax.Array, C: jax.Array, state: jax.
     """
     _check_diagonal(log_Lambda_bar, C=C)
     if C.ndim != 2:
-        raise _shape_error("C", C.shape, f"{tuple(log_Lambda_bar.shape)}")
+        raise shape_error("C", C.shape, f"{tuple(log_Lambda_bar.shape)}")
     if state.ndim != 3 or state.shape[1:] != log_Lambda_bar.shape:
-        raise _shape_error("state", state.shape, f"(batch, *{tuple(log_Lambda_bar.shape)})")
+        raise shape_error("state", state.shape, f"(batch, *{tuple(log_Lambda_bar.shape)})")
     powers = diagonal_powers(log_Lambda_bar, length, start=1)
     return 2 * jnp.einsum("hn,bhn,hnl->blh", C, state, powers).real
 
@@ -205,10 +202,10 @@ def diagonal_final_state(log_Lambda_bar: jax.Array, B_bar: jax.Array, u: jax.Arr
     """
     _check_diagonal(log_Lambda_bar, B_bar=B_bar)
     if u.ndim != 3 or u.shape[2] != log_Lambda_bar.shape[0]:
-        raise _shape_error("u", u.shape, f"(batch, length, {log_Lambda_bar.shape[0]})")
+        raise shape_error("u", u.shape, f"(batch, length, {log_Lambda_bar.shape[0]})")
     if state is not None and state.shape != (u.shape[0], *log_Lambda_bar.shape):
         channels, n = log_Lambda_bar.shape
-        raise _shape_error("state", state.shape, f"({u.shape[0]}, {channels}, {n})")
+        raise shape_error("state", state.shape, f"({u.shape[0]}, {channels}, {n})")
     length = u.shape[1]
     reversed_powers = diagonal_powers(log_Lambda_bar, length)[..., ::-1]
     final = jnp.einsum("blh,hn,hnl->bhn", u.astype(B_bar.dtype), B_bar, reversed_powers)
@@ -230,9 +227,9 @@ def diagonal_step(Lambda_bar: jax.Array, B_bar: jax.Array, C: jax.Array, state: 
         ``(y_t (b, h) real, state (b, h, n))``.
     """
     if state.ndim != 3 or state.shape[1:] != Lambda_bar.shape:
-        raise _shape_error("state", state.shape, f"(batch, {', '.join(map(str, Lambda_bar.shape))})")
+        raise shape_error("state", state.shape, f"(batch, {', '.join(map(str, Lambda_bar.shape))})")
     if u_t.shape != (state.shape[0], Lambda_bar.shape[0]):
-        raise _shape_error("u_t", u_t.shape, f"({state.shape[0]}, {Lambda_bar.shape[0]})")
+        raise shape_error("u_t", u_t.shape, f"({state.shape[0]}, {Lambda_bar.shape[0]})")
     state = Lambda_bar * state + B_bar * u_t[..., None].astype(B_bar.dtype)
     return 2 * jnp.einsum("hn,bhn->bh", C, state).real, state
 
@@ -261,7 +258,7 @@ def fft_conv(u: jax.Array, causal_kernel: jax.Array | None = None,
     if causal_kernel is None and anticausal_kernel is None:
         raise ValueError("causal_kernel and anticausal_kernel are both None, expected at least one")
     if u.ndim not in (3, 4):
-        raise _shape_error("u", u.shape, "(batch, length, channels) or (m, batch, length, channels)")
+        raise shape_error("u", u.shape, "(batch, length, channels) or (m, batch, length, channels)")
     length, channels = u.shape[-2:]
     dtype = _real_dtype(u, *(k for k in (causal_kernel, anticausal_kernel) if k is not None))
     taps = jnp.zeros((*u.shape[:-3], channels, 2 * length), dtype)
@@ -270,7 +267,7 @@ def fft_conv(u: jax.Array, causal_kernel: jax.Array | None = None,
             continue
         if kernel.shape[:-1] != (*u.shape[:-3], channels) or kernel.shape[-1] < length:
             leading = "".join(f"{size}, " for size in (*u.shape[:-3], channels))
-            raise _shape_error(name, kernel.shape, f"({leading}≥{length})")
+            raise shape_error(name, kernel.shape, f"({leading}≥{length})")
         kernel = kernel[..., :length].astype(dtype)
         if name == "causal_kernel":
             taps = taps.at[..., :length].add(kernel)
@@ -289,20 +286,20 @@ def fft_conv(u: jax.Array, causal_kernel: jax.Array | None = None,
 
 def _check_dplr(Lambda, P, Q, delta) -> tuple[int, int, int]:
     if Lambda.ndim != 2:
-        raise _shape_error("Lambda", Lambda.shape, "(channels, n)")
+        raise shape_error("Lambda", Lambda.shape, "(channels, n)")
     channels, n = Lambda.shape
     if P.ndim != 3 or P.shape[0] != channels or P.shape[2] != n:
-        raise _shape_error("P", P.shape, f"({channels}, rank, {n})")
+        raise shape_error("P", P.shape, f"({channels}, rank, {n})")
     if Q.shape != P.shape:
-        raise _shape_error("Q", Q.shape, f"{tuple(P.shape)} like P")
+        raise shape_error("Q", Q.shape, f"{tuple(P.shape)} like P")
     if jnp.shape(delta) != (channels,):
-        raise _shape_error("delta", jnp.shape(delta), f"({channels},)")
+        raise shape_error("delta", jnp.shape(delta), f"({channels},)")
     return channels, n, P.shape[1]
 
 
 def _check_vectors(name: str, x: jax.Array, channels: int, n: int) -> None:
     if x.ndim not in (2, 3) or x.shape[-2:] != (channels, n):
-        raise _shape_error(name, x.shape, f"({channels}, {n}) or (m, {channels}, {n})")
+        raise shape_error(name, x.shape, f"({channels}, {n}) or (m, {channels}, {n})")
 
 
 def _solve_small(matrix: jax.Array, rhs: jax.Array) -> jax.Array:
@@ -402,7 +399,7 @@ def dplr_bilinear(Lambda: jax.Array, P: jax.Array, Q: jax.Array, B: jax.Array,
     """
     channels, n, rank = _check_dplr(Lambda, P, Q, delta)
     if B.shape[-2:] != (channels, n):
-        raise _shape_error("B", B.shape, f"(..., {channels}, {n})")
+        raise shape_error("B", B.shape, f"(..., {channels}, {n})")
     dtype = _complex_dtype(Lambda, P, Q, B, delta)
     Lambda, P, Q, B = (conjugate_pairs(jnp.asarray(x, dtype)) for x in (Lambda, P, Q, B))
     two_over_delta = (2 / jnp.asarray(delta)).astype(dtype)[:, None]                   # (h, 1)
@@ -474,7 +471,7 @@ def dplr_recurrence(Lambda: jax.Array, P: jax.Array, Q: jax.Array, B: jax.Array,
 
 def _check_dense(A_bar: jax.Array, name: str = "A_bar") -> tuple[int, int]:
     if A_bar.ndim != 3 or A_bar.shape[1] != A_bar.shape[2]:
-        raise _shape_error(name, A_bar.shape, "(channels, N, N)")
+        raise shape_error(name, A_bar.shape, "(channels, N, N)")
     return A_bar.shape[0], A_bar.shape[1]
 
 
@@ -483,7 +480,7 @@ def _check_dense_vectors(name: str, x: jax.Array, channels: int, size: int,
     """``x: (channels, size)``, or ``(leading, channels, size)`` when ``leading`` names an axis."""
     if x.shape[-2:] != (channels, size) or x.ndim != (2 if leading is None else 3):
         prefix = "" if leading is None else f"{leading}, "
-        raise _shape_error(name, x.shape, f"({prefix}{channels}, {size})")
+        raise shape_error(name, x.shape, f"({prefix}{channels}, {size})")
 
 
 def dense_power_series(A: jax.Array, v: jax.Array, length: int) -> jax.Array:
@@ -500,7 +497,7 @@ def dense_power_series(A: jax.Array, v: jax.Array, length: int) -> jax.Array:
     _check_length(length)
     channels, size = _check_dense(A, "A")
     if v.shape[-2:] != (channels, size):
-        raise _shape_error("v", v.shape, f"(..., {channels}, {size})")
+        raise shape_error("v", v.shape, f"(..., {channels}, {size})")
     series, power = v[..., None], A
     while series.shape[-1] < length:
         series = jnp.concatenate([series, jnp.einsum("hij,...hjl->...hil", power, series)], -1)
@@ -541,7 +538,7 @@ def dense_final_state(A_bar: jax.Array, B_bar: jax.Array, inputs: jax.Array,
     channels, size = _check_dense(A_bar)
     _check_dense_vectors("B_bar", B_bar, channels, size, "m")
     if inputs.ndim != 4 or inputs.shape[0] != B_bar.shape[0] or inputs.shape[3] != channels:
-        raise _shape_error("inputs", inputs.shape, f"({B_bar.shape[0]}, batch, length, {channels})")
+        raise shape_error("inputs", inputs.shape, f"({B_bar.shape[0]}, batch, length, {channels})")
     if state is not None:
         _check_dense_vectors("state", state, channels, size, "batch")
     length = inputs.shape[2]
@@ -568,7 +565,7 @@ def dense_step(recurrence: DenseRecurrence, state: jax.Array,
     channels, size = _check_dense(A_bar)
     _check_dense_vectors("state", state, channels, size, "batch")
     if inputs_t.ndim != 3 or inputs_t.shape[0] != B_bar.shape[0] or inputs_t.shape[2] != channels:
-        raise _shape_error("inputs_t", inputs_t.shape, f"({B_bar.shape[0]}, batch, {channels})")
+        raise shape_error("inputs_t", inputs_t.shape, f"({B_bar.shape[0]}, batch, {channels})")
     state = (jnp.einsum("hij,bhj->bhi", A_bar, state)
              + jnp.einsum("mhi,mbh->bhi", B_bar, inputs_t.astype(A_bar.dtype)))
     return jnp.einsum("hi,bhi->bh", C_bar[0], state), state
@@ -596,14 +593,14 @@ def s5_scan(Lambda_bar: jax.Array, B_bar: jax.Array, C_tilde: jax.Array, u: jax.
         ``y: (b, L, h)`` real (without the D u term) and the final state ``(b, n)``.
     """
     if Lambda_bar.ndim != 1:
-        raise _shape_error("Lambda_bar", Lambda_bar.shape, "(n,)")
+        raise shape_error("Lambda_bar", Lambda_bar.shape, "(n,)")
     n = Lambda_bar.shape[0]
     if u.ndim != 3:
-        raise _shape_error("u", u.shape, "(batch, length, channels)")
+        raise shape_error("u", u.shape, "(batch, length, channels)")
     channels = u.shape[2]
     for name, matrix in (("B_bar", B_bar), ("C_tilde", C_tilde)):
         if matrix.shape != (channels, n):
-            raise _shape_error(name, matrix.shape, f"({channels}, {n})")
+            raise shape_error(name, matrix.shape, f"({channels}, {n})")
     drive = jnp.einsum("blh,hn->bln", u.astype(B_bar.dtype), B_bar)
     decay = jnp.broadcast_to(Lambda_bar, drive.shape)
     states = linear_recurrence(decay, drive, initial_state)
@@ -614,9 +611,9 @@ def s5_step(Lambda_bar: jax.Array, B_bar: jax.Array, C_tilde: jax.Array, state: 
             u_t: jax.Array) -> tuple[jax.Array, jax.Array]:
     """One step of :func:`s5_scan`: ``state: (b, n)``, ``u_t: (b, h)`` → ``(y_t (b, h), state)``."""
     if state.ndim != 2 or state.shape[1] != Lambda_bar.shape[0]:
-        raise _shape_error("state", state.shape, f"(batch, {Lambda_bar.shape[0]})")
+        raise shape_error("state", state.shape, f"(batch, {Lambda_bar.shape[0]})")
     if u_t.shape != (state.shape[0], B_bar.shape[0]):
-        raise _shape_error("u_t", u_t.shape, f"({state.shape[0]}, {B_bar.shape[0]})")
+        raise shape_error("u_t", u_t.shape, f"({state.shape[0]}, {B_bar.shape[0]})")
     state = Lambda_bar * state + jnp.einsum("bh,hn->bn", u_t.astype(B_bar.dtype), B_bar)
     return 2 * jnp.einsum("bn,hn->bh", state, C_tilde).real, state
 
@@ -642,12 +639,12 @@ def input_products(u: jax.Array, order: int, history: jax.Array | None = None) -
     if not isinstance(order, (int, np.integer)) or order < 1:
         raise ValueError(f"order is {order!r}, expected a positive integer")
     if u.ndim != 3:
-        raise _shape_error("u", u.shape, "(batch, length, channels)")
+        raise shape_error("u", u.shape, "(batch, length, channels)")
     batch, length, channels = u.shape
     if history is None:
         history = jnp.zeros((batch, order - 1, channels), u.dtype)
     elif history.shape != (batch, order - 1, channels):
-        raise _shape_error("history", history.shape, f"({batch}, {order - 1}, {channels})")
+        raise shape_error("history", history.shape, f"({batch}, {order - 1}, {channels})")
     padded = jnp.concatenate([history.astype(u.dtype), u], axis=1)
     products = [u]
     for lag in range(1, order):

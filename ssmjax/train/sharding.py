@@ -19,10 +19,9 @@ from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from ssmjax.nn.partitioning import LOGICAL_AXES
-from ssmjax.ops.selective_scan import BATCH_MESH_AXES
 
 MESH_AXES = ("data", "fsdp", "model")
-BATCH_AXES = BATCH_MESH_AXES
+BATCH_AXES = ("data", "fsdp")
 DEFAULT_RULES: tuple[tuple[str, str | None], ...] = (
     ("embed", "fsdp"),
     ("inner", "model"),

@@ -10,6 +10,7 @@ GPU lowering is checked by ``experiments/gpu_check_selective_scan.py``.
 from __future__ import annotations
 
 import functools
+import warnings
 
 import jax
 import jax.numpy as jnp
@@ -17,6 +18,7 @@ import numpy as np
 import pytest
 
 from conftest import TOLERANCE, relative_error
+from ssmjax.kernels import common
 from ssmjax.kernels.selective_scan_gpu import selective_scan
 from ssmjax.ops.reference import selective_scan_reference
 
@@ -24,6 +26,7 @@ from ssmjax.ops.reference import selective_scan_reference
 # quick while exercising the loop, the prefetch queue, the masked tail and several chunks.
 FAST = dict(block_d=4, bwd_block_d=4, unroll=2, prefetch=2, chunk=2, interpret=True)
 NAMES = ("u", "delta", "A", "B", "C", "D", "z", "delta_bias", "initial_state")
+STATIC = ("reset",)  # kernel inputs without a gradient
 
 
 def make_inputs(seed, *, batch=2, length=7, d=8, n=4, groups=1, dtype=jnp.float32,
@@ -48,36 +51,46 @@ def make_inputs(seed, *, batch=2, length=7, d=8, n=4, groups=1, dtype=jnp.float3
             for k, v in args.items()}
 
 
-def outputs_and_gradients(fn, args, cotangents):
-    """y, final state and the vjp for every present input, as one compiled program."""
+def outputs_and_gradients(fn, args, cotangents, static=None):
+    """y, final state and the vjp for every present input, as one compiled program.
+
+    ``static``: keyword arguments passed as they are (no gradient), e.g. ``reset``.
+    """
     present = [k for k in NAMES if args[k] is not None]
     absent = {k: None for k in NAMES if args[k] is None}
+    static = static or {}
 
-    def run(xs, cotangents):
-        outputs, vjp = jax.vjp(lambda *xs: fn(**dict(zip(present, xs)), **absent), *xs)
+    def run(xs, cotangents, static):
+        outputs, vjp = jax.vjp(lambda *xs: fn(**dict(zip(present, xs)), **absent, **static), *xs)
         return outputs, dict(zip(present, vjp(cotangents)))
 
-    return jax.jit(run)([args[k] for k in present], cotangents)
+    return jax.jit(run)([args[k] for k in present], cotangents, static)
 
 
-def check(args, softplus, *, seed, test_inference_path=False, **options):
-    """Kernel vs the float64 references: y, final state and every gradient."""
+def check(args, softplus, *, seed, test_inference_path=False, reset=None,
+          final_state_only=False, **options):
+    """Kernel vs the float64 references: y, final state and every gradient.
+
+    ``reset``: ``(b, l)`` bool, where segments start; ``final_state_only``: the cotangent of y
+    is zero, so every gradient flows from the final state's.
+    """
     tol = TOLERANCE[args["u"].dtype.type]
     rng = np.random.default_rng(seed + 1000)
-    dy = rng.standard_normal(args["u"].shape)
+    dy = 0.0 * args["u"] if final_state_only else rng.standard_normal(args["u"].shape)
     dh = rng.standard_normal(args["initial_state"].shape if args["initial_state"] is not None
                              else (args["u"].shape[0],) + args["A"].shape)
     kernel = functools.partial(selective_scan, delta_softplus=softplus, **FAST, **options)
+    static = {} if reset is None else {"reset": jnp.asarray(reset)}
     (y, h), grads = outputs_and_gradients(
-        kernel, args, (jnp.asarray(dy, args["u"].dtype), jnp.asarray(dh, jnp.float32)))
+        kernel, args, (jnp.asarray(dy, args["u"].dtype), jnp.asarray(dh, jnp.float32)), static)
 
-    y_ref, h_ref = selective_scan_reference(**args, delta_softplus=softplus)
+    y_ref, h_ref = selective_scan_reference(**args, delta_softplus=softplus, reset=reset)
     assert y.dtype == args["u"].dtype and y.shape == args["u"].shape
     assert h.dtype == jnp.float32 and h.shape == h_ref.shape
     assert relative_error(y, y_ref) < tol, relative_error(y, y_ref)
     assert relative_error(h, h_ref) < tol, relative_error(h, h_ref)
     if test_inference_path:  # the forward without checkpoints (no vjp around it)
-        y_inf, h_inf = jax.jit(kernel)(**args)
+        y_inf, h_inf = jax.jit(kernel)(**args, **static)
         assert relative_error(y_inf, y_ref) < tol and relative_error(h_inf, h_ref) < tol
 
     with jax.enable_x64(True):
@@ -85,7 +98,7 @@ def check(args, softplus, *, seed, test_inference_path=False, **options):
                   for k, v in args.items()}
         _, ref_grads = outputs_and_gradients(
             functools.partial(selective_scan_reference, delta_softplus=softplus, xp=jnp), args64,
-            (jnp.asarray(dy), jnp.asarray(dh)))
+            (jnp.asarray(np.asarray(dy, np.float64)), jnp.asarray(dh)), static)
         ref_grads = {k: np.asarray(v) for k, v in ref_grads.items()}
     for name, g in grads.items():
         assert g.dtype == args[name].dtype and g.shape == args[name].shape, (name, g.dtype)
@@ -145,3 +158,69 @@ def test_jit_and_vmap():
     g_batched = jax.jit(jax.vmap(jax.grad(loss)))(*[stacked[k] for k in mapped])
     g_first = jax.jit(jax.grad(loss))(*[stacked[k][0] for k in mapped])
     assert relative_error(g_batched[0], g_first) < 1e-6
+
+
+def random_resets(rng, batch, length, rate=0.3):
+    """``(b, l)`` bool segment starts: random, plus the first step of row 0 (which drops the
+    initial state) and the last step of the last row (the masked steps after it must not
+    reset the final state)."""
+    reset = rng.random((batch, length)) < rate
+    reset[0, 0] = True
+    reset[-1, -1] = True
+    return reset
+
+
+@pytest.mark.parametrize("length,groups,dtype", [(37, 2, jnp.float32), (8, 1, jnp.float32),
+                                                 (37, 2, jnp.bfloat16)])
+def test_resets(length, groups, dtype):
+    """Segment starts anywhere, chunk boundaries and both ends included (L = 8 fills the
+    iterations; L = 37 masks the last one)."""
+    args = make_inputs(13, length=length, d=8, groups=groups, dtype=dtype)
+    reset = random_resets(np.random.default_rng(14), 2, length)
+    reset[1, 2] = reset[1, 4] = True  # the first steps of checkpoint chunks (chunk = 2)
+    check(args, True, seed=13, reset=reset, test_inference_path=length == 37)
+
+
+def test_resets_without_initial_state_or_softplus():
+    args = make_inputs(15, length=9, d=8, with_state=False, softplus=False)
+    check(args, False, seed=15, reset=random_resets(np.random.default_rng(16), 2, 9))
+
+
+@pytest.mark.parametrize("with_reset", [False, True])
+def test_final_state_cotangent_alone(with_reset):
+    """dy = 0: every gradient comes from the final state's cotangent."""
+    args = make_inputs(17, length=11, d=8, groups=2)
+    reset = random_resets(np.random.default_rng(18), 2, 11) if with_reset else None
+    if reset is not None:
+        reset[:, 0] = False  # keep the initial state, so that its gradient is not zero
+    check(args, True, seed=17, reset=reset, final_state_only=True)
+
+
+def test_reset_of_wrong_shape_is_rejected():
+    args = make_inputs(19, length=5)
+    with pytest.raises(ValueError, match=r"reset has shape \(2, 4\), expected \(2, 5\)"):
+        selective_scan(**args, reset=jnp.zeros((2, 4), bool), **FAST)
+
+
+def test_a_jax_without_triton_is_a_clear_error(monkeypatch):
+    monkeypatch.setattr(common, "triton_lowering", lambda: None)
+    with pytest.raises(RuntimeError, match=r"ssmjax.kernels.selective_scan needs Pallas' Triton "
+                                           r"lowering \(jax\.experimental\.pallas\.triton"):
+        selective_scan(**make_inputs(21, length=5), **FAST)
+
+
+def test_triton_deprecation_is_shown_once():
+    """jax 0.11 warns at every lowering through Triton (each kernel of each compile)."""
+    message = common.TRITON_DEPRECATION_MESSAGE + " (as a test raises it)"
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        common.show_triton_deprecation_once()
+        for _ in range(3):
+            warnings.warn(message, DeprecationWarning)
+    assert [str(w.message) for w in caught] == [message]
+
+
+def test_interpret_by_default_off_the_kernels_platform():
+    assert common.interpret_by_default(None) is (jax.default_backend() != "gpu")
+    assert common.interpret_by_default(None, platform=jax.default_backend()) is False
+    assert common.interpret_by_default(False) is False

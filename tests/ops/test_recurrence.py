@@ -33,6 +33,23 @@ def test_matches_loop(dtype, length):
     assert relative_error(as_real(actual), as_real(np.stack(expected, 1))) < 1e-5
 
 
+def test_reset_restarts_the_recurrence():
+    rng = np.random.default_rng(3)
+    decay, drive = rng.uniform(-0.9, 0.9, (2, 2, 9, 3)).astype(np.float32)
+    initial_state = rng.standard_normal((2, 3)).astype(np.float32)
+    reset = rng.random((2, 9)) < 0.4
+    reset[0, 0] = True  # at t = 0 the initial state is dropped
+    h, expected = initial_state, []
+    for t in range(9):
+        h = np.where(reset[:, t, None], 0.0, decay[:, t] * h) + drive[:, t]
+        expected.append(h)
+    actual = linear_recurrence(*(jnp.asarray(x) for x in (decay, drive, initial_state)),
+                               reset=jnp.asarray(reset))
+    assert relative_error(actual, np.stack(expected, 1)) < 1e-6
+    with pytest.raises(ValueError, match=r"reset has shape \(2, 8\), expected \(2, 9\)"):
+        linear_recurrence(jnp.asarray(decay), jnp.asarray(drive), reset=jnp.asarray(reset[:, 1:]))
+
+
 def test_shape_mismatch_is_reported():
     with pytest.raises(ValueError, match=r"decay has shape \(1, 3\) but drive has shape \(1, 4\)"):
         linear_recurrence(jnp.ones((1, 3)), jnp.ones((1, 4)))

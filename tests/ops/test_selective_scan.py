@@ -1,7 +1,10 @@
 """Every backend of the selective scan against a float64 NumPy recurrence."""
 
 import functools
+import importlib
+import warnings
 
+import chex
 import hypothesis
 import hypothesis.strategies as st
 import jax
@@ -10,10 +13,18 @@ import numpy as np
 import pytest
 
 from conftest import TOLERANCE, relative_error
+from packing import packings, scan_segments_alone
+from ssmjax.kernels import common as kernel_common
 from ssmjax.ops import selective_scan, selective_scan_step
 from ssmjax.ops.reference import selective_scan_reference as reference_scan
+from ssmjax.ops.selective_scan import segment_starts
+
+# The module, not the function that ssmjax.ops exports under the same name.
+scan_module = importlib.import_module("ssmjax.ops.selective_scan")
 
 XLA_BACKENDS = ("sequential", "associative", "chunked")
+# "pallas" runs the fused kernel in interpret mode on the CPU.
+ALL_BACKENDS = XLA_BACKENDS + ("pallas",)
 CHUNK = 8  # small, so that the test lengths span several chunks and a partial one
 
 
@@ -38,9 +49,9 @@ def make_inputs(seed, batch=2, length=13, channels=6, state=4, groups=None, dtyp
             for k, v in inputs.items()}
 
 
-def run(backend, inputs, delta_softplus=True):
+def run(backend, inputs, delta_softplus=True, **options):
     return selective_scan(**inputs, delta_softplus=delta_softplus, return_final_state=True,
-                          backend=backend, chunk_size=CHUNK)
+                          backend=backend, chunk_size=CHUNK, **options)
 
 
 CASES = [
@@ -58,7 +69,7 @@ CASES = [
 @pytest.mark.parametrize("case", CASES, ids=lambda c: "L{}-n{}-g{}-D{:d}z{:d}b{:d}h{:d}".format(*c))
 def test_matches_float64_recurrence_fp32(backend, case):
     length, state, groups, with_D, with_z, with_bias, with_initial = case
-    inputs = make_inputs(seed=hash(case) % 2**32, length=length, state=state, groups=groups,
+    inputs = make_inputs(seed=CASES.index(case), length=length, state=state, groups=groups,
                          with_D=with_D, with_z=with_z, with_bias=with_bias,
                          with_initial=with_initial)
     y, final_state = run(backend, inputs)
@@ -110,9 +121,9 @@ def float64_reference_gradients(inputs, weights):
         return {k: np.asarray(v) for k, v in grads.items()}
 
 
-def backend_gradients(backend, inputs, weights):
+def backend_gradients(backend, inputs, weights, **options):
     weights = tuple(jnp.asarray(w, jnp.float32) for w in weights)
-    return jax.grad(lambda x: _weighted_sum(run(backend, x), weights))(inputs)
+    return jax.jit(jax.grad(lambda x: _weighted_sum(run(backend, x, **options), weights)))(inputs)
 
 
 @functools.cache
@@ -122,7 +133,7 @@ def gradient_case(groups):
     return inputs, weights, float64_reference_gradients(inputs, weights)
 
 
-@pytest.mark.parametrize("backend", XLA_BACKENDS)
+@pytest.mark.parametrize("backend", ALL_BACKENDS)
 @pytest.mark.parametrize("groups", [None, 2])
 def test_gradients_match_float64_reference(backend, groups):
     inputs, weights, expected = gradient_case(groups)
@@ -131,6 +142,21 @@ def test_gradients_match_float64_reference(backend, groups):
     for name in inputs:
         assert actual[name].dtype == inputs[name].dtype, name
         assert relative_error(actual[name], expected[name]) < 1e-5, name
+
+
+@pytest.mark.parametrize("backend", ALL_BACKENDS)
+def test_gradients_through_the_final_state_alone(backend):
+    """A loss on the final state only (a state carried to the next chunk of a long sequence)
+    reaches every input."""
+    inputs = make_inputs(seed=17, length=12, groups=2)
+    weights = (np.zeros(inputs["u"].shape), _random_weights(inputs, seed=18)[1])
+    expected = float64_reference_gradients(inputs, weights)
+    actual = backend_gradients(backend, inputs, weights)
+    for name in inputs:
+        assert relative_error(actual[name], expected[name]) < 1e-5, name
+    # The state depends on these (C, D and z only read it out, so their gradients are zero).
+    for name in ("u", "delta", "A", "B", "delta_bias", "initial_state"):
+        assert np.linalg.norm(expected[name]) > 0, name
 
 
 @pytest.mark.parametrize("backend", ["associative", "chunked"])
@@ -155,12 +181,15 @@ def test_chunked_equals_reference_for_any_chunking(length, chunk, state, groups)
     assert relative_error(final_state, state_ref) < TOLERANCE[jnp.float32]
 
 
-def test_reference_loop_equals_its_lax_scan_form():
+@pytest.mark.parametrize("packed", [False, True])
+def test_reference_loop_equals_its_lax_scan_form(packed):
     """The NumPy loop and the lax.scan form of the float64 reference are one recurrence."""
     inputs = make_inputs(seed=29, length=9, groups=3)
-    y_loop, state_loop = reference_scan(**inputs, delta_softplus=True)
+    segment_ids = np.array([[0, 0, 1, 1, 1, 2, 0, 0, 0], [5] * 9]) if packed else None
+    y_loop, state_loop = reference_scan(**inputs, delta_softplus=True, segment_ids=segment_ids)
     with jax.enable_x64(True):
-        y_scan, state_scan = jax.jit(lambda x: reference_scan(**x, delta_softplus=True, xp=jnp))(
+        y_scan, state_scan = jax.jit(lambda x: reference_scan(
+            **x, delta_softplus=True, segment_ids=segment_ids, xp=jnp))(
             {k: jnp.asarray(np.asarray(v, np.float64)) for k, v in inputs.items()})
         assert y_scan.dtype == jnp.float64
         np.testing.assert_allclose(np.asarray(y_scan), y_loop, rtol=1e-12, atol=1e-12)
@@ -179,16 +208,100 @@ def test_final_state_continues_the_sequence():
     assert relative_error(state2, whole_state) < 1e-6
 
 
-def test_step_matches_reference():
+@pytest.mark.parametrize("packed", [False, True])
+def test_step_matches_reference(packed):
     inputs = make_inputs(seed=29, length=6, groups=2)
-    y_ref, state_ref = reference_scan(**inputs, delta_softplus=True)
+    segment_ids = np.array([[1, 1, 2, 3, 3, 3], [0, 4, 4, 4, 4, 0]]) if packed else None
+    y_ref, state_ref = reference_scan(**inputs, delta_softplus=True, segment_ids=segment_ids)
+    reset = None if segment_ids is None else segment_starts(segment_ids, 2, 6)
     state = inputs["initial_state"]
     for t in range(6):
         y_t, state = selective_scan_step(
             state, inputs["u"][:, t], inputs["delta"][:, t], inputs["A"], inputs["B"][:, t],
-            inputs["C"][:, t], inputs["D"], inputs["z"][:, t], inputs["delta_bias"], True)
+            inputs["C"][:, t], inputs["D"], inputs["z"][:, t], inputs["delta_bias"], True,
+            reset=None if reset is None else reset[:, t])
         assert relative_error(y_t, y_ref[:, t]) < TOLERANCE[jnp.float32]
     assert relative_error(state, state_ref) < TOLERANCE[jnp.float32]
+
+
+# ------------------------------------------------------------------- packed sequences
+
+PACKED_LENGTH = 3 * CHUNK  # the aligned layout puts boundaries on the chunked scan's chunks
+
+
+@functools.cache
+def packed_case(layout):
+    """Inputs of three packed rows, their segment ids, cotangents and the float64 values of
+    every segment run alone (y, final state, gradients)."""
+    segment_ids = packings(np.random.default_rng(47), PACKED_LENGTH)[layout]
+    inputs = make_inputs(seed=48, batch=3, length=PACKED_LENGTH,
+                         groups=2 if layout == "short-long-aligned" else None)
+    weights = _random_weights(inputs, seed=49)
+    return inputs, segment_ids, weights, scan_segments_alone(inputs, segment_ids, weights)
+
+
+@pytest.mark.parametrize("backend", ALL_BACKENDS)
+@pytest.mark.parametrize("layout", ["short-long-aligned", "unit-padded-single"])
+def test_packed_rows_equal_their_segments_run_alone(backend, layout):
+    """Output, final state and every gradient of a packed scan equal those of its segments
+    scanned one by one (each from a zero state, the first from the row's initial state)."""
+    inputs, segment_ids, weights, (y_alone, h_alone, grads_alone) = packed_case(layout)
+
+    @jax.jit
+    def outputs_and_gradients(x, cotangents):
+        (y, h), vjp = jax.vjp(lambda x: run(backend, x, segment_ids=segment_ids), x)
+        return y, h, vjp(cotangents)[0]
+
+    y, h, grads = outputs_and_gradients(inputs, tuple(jnp.asarray(w, jnp.float32) for w in weights))
+    assert relative_error(y, y_alone) < TOLERANCE[jnp.float32]
+    assert relative_error(h, h_alone) < TOLERANCE[jnp.float32]
+    for name in inputs:
+        assert relative_error(grads[name], grads_alone[name]) < TOLERANCE[jnp.float32], name
+
+
+def test_packed_reference_equals_its_segments_run_alone():
+    inputs, segment_ids, weights, (y_alone, h_alone, _) = packed_case("short-long-aligned")
+    y, h = reference_scan(**inputs, delta_softplus=True, segment_ids=segment_ids)
+    np.testing.assert_allclose(y, y_alone, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(h, h_alone, rtol=1e-10, atol=1e-12)
+
+
+def test_one_segment_per_row_is_the_unpacked_scan():
+    inputs = make_inputs(seed=53, length=11)
+    packed = run("chunked", inputs, segment_ids=jnp.full((2, 11), 3))
+    chex.assert_trees_all_close(packed, run("chunked", inputs), rtol=0, atol=0)
+
+
+# ------------------------------------------------------------------- a jax without Triton
+
+
+@pytest.fixture
+def gpu_without_triton(monkeypatch):
+    """A GPU platform whose jax has no Pallas Triton lowering; the once-per-process warning
+    forgotten before and after."""
+    monkeypatch.setattr(kernel_common, "triton_lowering", lambda: None)
+    monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
+    scan_module._warn_auto_without_triton.cache_clear()
+    yield
+    scan_module._warn_auto_without_triton.cache_clear()
+
+
+def test_auto_without_triton_warns_once_and_scans_chunked(gpu_without_triton):
+    inputs = make_inputs(seed=59, length=10)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        first, second = run("auto", inputs), run("auto", inputs)
+    fallbacks = [w for w in caught if "chunked XLA scan" in str(w.message)]
+    assert len(fallbacks) == 1 and fallbacks[0].category is RuntimeWarning
+    assert "jax.experimental.pallas.triton" in str(fallbacks[0].message)
+    chunked = run("chunked", inputs)
+    chex.assert_trees_all_close((first, second), (chunked, chunked), rtol=0, atol=0)
+
+
+def test_pallas_without_triton_is_a_clear_error(gpu_without_triton):
+    with pytest.raises(RuntimeError, match=r"backend='pallas' needs Pallas' Triton lowering "
+                                           r"\(jax\.experimental\.pallas\.triton.*backend='chunked'"):
+        run("pallas", make_inputs(seed=61))
 
 
 @pytest.mark.parametrize("backend", XLA_BACKENDS)
@@ -230,3 +343,21 @@ def test_bad_inputs_raise_value_error_naming_the_argument(name, corrupt, message
 def test_unknown_backend_is_rejected():
     with pytest.raises(ValueError, match="backend is 'fast'"):
         selective_scan(**make_inputs(seed=41), backend="fast")
+
+
+@pytest.mark.parametrize("segment_ids,message", [
+    (np.zeros((2, 12), np.int32), r"segment_ids has shape \(2, 12\), expected \(2, 13\)"),
+    (np.zeros((2, 13), np.float32), r"segment_ids has dtype float32, expected an integer dtype"),
+])
+def test_bad_segment_ids_raise_value_error(segment_ids, message):
+    with pytest.raises(ValueError, match=message):
+        selective_scan(**make_inputs(seed=67), segment_ids=segment_ids)
+
+
+def test_batch_axes_must_name_axes_of_the_mesh():
+    inputs = make_inputs(seed=71)
+    with pytest.raises(ValueError, match=r"batch_axes is 'data', expected a tuple of mesh axis names"):
+        selective_scan(**inputs, batch_axes="data")
+    mesh = jax.make_mesh((1,), ("data",))
+    with jax.set_mesh(mesh), pytest.raises(ValueError, match=r"mesh \('data',\): it has no axis 'fsdp'"):
+        selective_scan(**inputs, backend="pallas", batch_axes=("data", "fsdp"))
