@@ -70,7 +70,7 @@ from ssmjax.data import InductionHeads, SelectiveCopying
 from ssmjax.models import count_params
 from ssmjax.ops.selective_scan import BACKENDS
 from ssmjax.train import CheckpointError, Checkpointer, ExperimentConfig, TrainingRun, train
-from ssmjax.train.config import load_config, override
+from ssmjax.train.config import flatten_config, load_config, override, parse_assignments
 from ssmjax.train.logging import read_metrics
 from ssmjax.train.sharding import make_mesh
 
@@ -90,13 +90,17 @@ PAPER_TEST_LENGTHS = tuple(2 ** k for k in range(6, 21))
 MIXER_NAMES = {"s4": "S4", "s6": "S6 (no gate)", "mamba": "Mamba", "serpent_mamba": "SeRpEnt+Mamba"}
 
 
+Overrides = dict[str, Any]
+"""Typed config overrides: ``{dotted key: value}`` (``ssmjax.train.config.override``)."""
+
+
 @dataclasses.dataclass(frozen=True)
 class Preset:
     """Overrides per task, evaluation sizes and where the outputs go."""
 
     description: str
-    selective_copying: Callable[[ExperimentConfig], list[str]]
-    induction_heads: Callable[[ExperimentConfig], list[str]]
+    selective_copying: Callable[[ExperimentConfig], Overrides]
+    induction_heads: Callable[[ExperimentConfig], Overrides]
     test_lengths: tuple[int, ...] = PAPER_TEST_LENGTHS
     # Test lengths of SeRpEnt models, when fewer: every length compiles the model anew, and a
     # SeRpEnt block holds three scans of different lengths (three GPU kernels) per layer.
@@ -107,35 +111,34 @@ class Preset:
     results_in_workdir: bool = False
 
 
-def _schedule(steps: int, *, log_every: int) -> list[str]:
+def _schedule(steps: int, *, log_every: int) -> Overrides:
     """A run of ``steps`` steps that evaluates and checkpoints once, at its end."""
-    return [f"train.steps={steps}", f"train.eval_every={steps}", f"train.checkpoint_every={steps}",
-            f"train.log_every={log_every}"]
+    return {"train.steps": steps, "train.eval_every": steps, "train.checkpoint_every": steps,
+            "train.log_every": log_every}
 
 
-def _gpu_short_selective_copying(config: ExperimentConfig) -> list[str]:
+def _gpu_short_selective_copying(config: ExperimentConfig) -> Overrides:
     # 400K steps at 1e-4 do not shrink to ~1% of the steps at the same rate: a higher peak
     # rate with warmup and cosine decay is what lets a short run learn anything.
-    return _schedule(3000, log_every=100) + [
-        "train.optimizer.learning_rate=2e-3", "train.optimizer.schedule=cosine",
-        "train.optimizer.warmup_steps=100"]
+    return {**_schedule(3000, log_every=100), "train.optimizer.learning_rate": 2e-3,
+            "train.optimizer.schedule": "cosine", "train.optimizer.warmup_steps": 100}
 
 
-def _gpu_short_induction_heads(config: ExperimentConfig) -> list[str]:
+def _gpu_short_induction_heads(config: ExperimentConfig) -> Overrides:
     # Batch 64 instead of 8: one answer per sequence, so the batch sets the signal per step.
-    return _schedule(3000, log_every=100) + ["train.batch_size=64", "train.eval_batches=8"]
+    return {**_schedule(3000, log_every=100), "train.batch_size": 64, "train.eval_batches": 8}
 
 
-def _session_selective_copying(config: ExperimentConfig) -> list[str]:
+def _session_selective_copying(config: ExperimentConfig) -> Overrides:
     # The paper's constant rate, ten times higher: 1e-4 needs its 400K steps, a few sittings
     # hold a tenth of them. Constant, so that the run at any step is the same whatever the
     # planned length: it is evaluated where the time ran out.
     # One checkpoint per run: the workdirs move between machines from sitting to sitting.
-    return ["train.optimizer.learning_rate=1e-3", "train.eval_every=1000",
-            "train.checkpoint_every=5000", "train.log_every=250", "train.keep_checkpoints=1"]
+    return {"train.optimizer.learning_rate": 1e-3, "train.eval_every": 1000,
+            "train.checkpoint_every": 5000, "train.log_every": 250, "train.keep_checkpoints": 1}
 
 
-def _session_induction_heads(config: ExperimentConfig) -> list[str]:
+def _session_induction_heads(config: ExperimentConfig) -> Overrides:
     # Mamba: the paper's run, 204,800 steps of batch 8. The same 1.64M sequences in batches of
     # 64 (25,600 steps) fit length 256 perfectly but extrapolated only to 2^10 (H100, earlier
     # sittings): the number of updates matters. A step of batch 8 at length 256 is shorter
@@ -143,30 +146,30 @@ def _session_induction_heads(config: ExperimentConfig) -> list[str]:
     # SeRpEnt (three scans per layer, each step several times costlier) keeps batches of 64.
     # One checkpoint per run: the workdirs move between machines from sitting to sitting.
     if config.model.mixer == "serpent_mamba":
-        return ["train.batch_size=64", "train.steps=25600", "train.eval_every=1600",
-                "train.eval_batches=8", "train.checkpoint_every=3200", "train.log_every=400",
-                "train.keep_checkpoints=1", "train.steps_per_call=80"]
-    return ["train.checkpoint_every=8192", "train.keep_checkpoints=1", "train.steps_per_call=128"]
+        return {"train.batch_size": 64, "train.steps": 25600, "train.eval_every": 1600,
+                "train.eval_batches": 8, "train.checkpoint_every": 3200, "train.log_every": 400,
+                "train.keep_checkpoints": 1, "train.steps_per_call": 80}
+    return {"train.checkpoint_every": 8192, "train.keep_checkpoints": 1,
+            "train.steps_per_call": 128}
 
 
-def _smoke_selective_copying(config: ExperimentConfig) -> list[str]:
-    sets = _schedule(40, log_every=10) + [
-        "task.context_length=28", "task.num_tokens=4", "train.batch_size=16",
-        "train.eval_batches=2", "train.optimizer.learning_rate=3e-3",
-        "train.optimizer.warmup_steps=5"]
-    return sets + (["model.l_max=32"] if config.model.l_max is not None else [])
+def _smoke_selective_copying(config: ExperimentConfig) -> Overrides:
+    changes = {**_schedule(40, log_every=10), "task.context_length": 28, "task.num_tokens": 4,
+               "train.batch_size": 16, "train.eval_batches": 2,
+               "train.optimizer.learning_rate": 3e-3, "train.optimizer.warmup_steps": 5}
+    return {**changes, "model.l_max": 32} if config.model.l_max is not None else changes
 
 
-def _smoke_induction_heads(config: ExperimentConfig) -> list[str]:
+def _smoke_induction_heads(config: ExperimentConfig) -> Overrides:
     # Length 16 is short enough for Mamba to learn the task in these 200 steps on the CPU, so
     # the test lengths show extrapolation rather than chance.
-    return _schedule(200, log_every=50) + ["task.sequence_length=16", "train.batch_size=32",
-                                           "train.eval_batches=2", "train.optimizer.warmup_steps=5"]
+    return {**_schedule(200, log_every=50), "task.sequence_length": 16, "train.batch_size": 32,
+            "train.eval_batches": 2, "train.optimizer.warmup_steps": 5}
 
 
 PRESETS = {
     "paper": Preset("the configs' own (the paper's) step counts",
-                    lambda config: [], lambda config: []),
+                    lambda config: {}, lambda config: {}),
     "gpu-session": Preset("the paper's tasks and models resumed over a few GPU sittings: "
                           "Selective Copying at 10x the paper's constant learning rate, "
                           "evaluated at the step reached; Induction Heads: Mamba on the paper's "
@@ -199,20 +202,9 @@ def device_tag() -> str:
     return re.sub(r"[^a-z0-9]+", "_", device.device_kind.lower()).strip("_") or device.platform
 
 
-def _flatten(config: Any, prefix: str = "") -> dict[str, Any]:
-    values = {}
-    for field in dataclasses.fields(config):
-        value = getattr(config, field.name)
-        if dataclasses.is_dataclass(value):
-            values.update(_flatten(value, f"{prefix}{field.name}."))
-        else:
-            values[prefix + field.name] = value
-    return values
-
-
 def differences(base: ExperimentConfig, config: ExperimentConfig) -> dict[str, dict[str, Any]]:
     """``{dotted key: {"paper": base value, "used": value}}`` for every field that differs."""
-    before, after = _flatten(base), _flatten(config)
+    before, after = flatten_config(base), flatten_config(config)
     return {key: {"paper": _jsonable(before[key]), "used": _jsonable(after[key])}
             for key in after if key != "name" and before.get(key) != after[key]}
 
@@ -226,18 +218,18 @@ def build_config(name: str, preset: Preset, args: argparse.Namespace) -> tuple[E
     """``(the config as written, the config with the preset's and the command line's overrides)``."""
     base = load_config(name, CONFIG_DIR)
     if isinstance(base.task, SelectiveCopying):
-        sets = preset.selective_copying(base)
+        changes = preset.selective_copying(base)
     elif isinstance(base.task, InductionHeads):
-        sets = preset.induction_heads(base)
+        changes = preset.induction_heads(base)
     else:
         raise ValueError(f"config {name!r}: task {type(base.task).__name__} is not a synthetic "
                          "task of this script (SelectiveCopying or InductionHeads)")
     if args.steps is not None:
-        sets += _schedule(args.steps, log_every=max(1, min(args.steps // 10, 500)))
+        changes.update(_schedule(args.steps, log_every=max(1, min(args.steps // 10, 500))))
     if args.batch_size is not None:
-        sets.append(f"train.batch_size={args.batch_size}")
-    sets += args.set
-    return base, override(base, sets)
+        changes["train.batch_size"] = args.batch_size
+    changes.update(parse_assignments(args.set))  # the command line's --set last: it wins
+    return base, override(base, changes)
 
 
 def restore_for_evaluation(config: ExperimentConfig, workdir: pathlib.Path,

@@ -35,8 +35,8 @@ def ssmjax_tokens_per_s(devices, batch_per_device: int, length: int, steps: int,
     mesh = make_mesh(data=len(devices), devices=devices)
     config = MambaConfig(d_model=d_model, n_layer=n_layer, dtype="bfloat16", scan_backend=scan_backend)
     model = MambaLM(config, rngs=nnx.Rngs(0))
-    optimizer = nnx.Optimizer(model, make_optimizer(OptimizerConfig(learning_rate=6e-4), 10_000),
-                              wrt=nnx.Param)
+    optimizer = nnx.Optimizer(
+        model, make_optimizer(OptimizerConfig(learning_rate=6e-4), 10_000, model), wrt=nnx.Param)
     graphdef, state = nnx.split((model, optimizer))
     shardings = state_shardings(state, mesh)
     state = jax.device_put(state, shardings)

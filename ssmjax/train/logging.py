@@ -11,6 +11,8 @@ from typing import Mapping
 import tqdm
 from tensorboardX import SummaryWriter
 
+from ssmjax.train.objectives import lower_is_better
+
 
 class RunLogger:
     """Writes ``<workdir>/metrics.jsonl`` (one record per log event, appended across resumes),
@@ -79,8 +81,7 @@ def summary_table(records: list[dict]) -> str:
     lines = ["| metric | last | best | at step |", "|---|---|---|---|"]
     for name in names:
         points = [(r["step"], r[name]) for r in records if name in r]
-        lower_is_better = "loss" in name
-        best_step, best = (min if lower_is_better else max)(points, key=lambda p: p[1])
+        best_step, best = (min if lower_is_better(name) else max)(points, key=lambda p: p[1])
         lines.append(f"| {name} | {points[-1][1]:.4g} | {best:.4g} | {best_step} |")
     return "\n".join(lines)
 

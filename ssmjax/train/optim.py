@@ -1,14 +1,28 @@
-"""AdamW with the papers' schedules, gradient clipping and mamba-ssm's weight-decay mask."""
+"""AdamW with the papers' schedules, gradient clipping and optimiser groups from parameter metadata.
+
+Every parameter names its group in its metadata (``ssmjax.nn.partitioning``): ``"decay"``
+(weight matrices, embeddings: AdamW with weight decay), ``"no_decay"`` (biases, norms, D,
+A_log, the Δ bias: no weight decay, as mamba-ssm) and ``"ssm"`` (the LTI layers' state-space
+parameters: no weight decay and ``ssm_learning_rate``, as the S4 and S5 LRA recipes). The
+groups are read from the metadata, never guessed from a parameter's name or rank.
+"""
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+import logging
+from typing import Any, Mapping
 
 import jax
 import optax
+from flax import nnx
+
+from ssmjax.nn.partitioning import OPTIMIZER_GROUP, OPTIMIZER_GROUPS
 
 SCHEDULES = ("cosine", "constant", "plateau")
+UNMARKED_GROUP = "decay"
+
+log = logging.getLogger(__name__)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -18,6 +32,8 @@ class OptimizerConfig:
     ``schedule``: ``"cosine"`` (linear warmup then cosine decay to ``min_lr_ratio``),
     ``"constant"`` (warmup then flat), or ``"plateau"`` (warmup then flat, scaled by
     ``optax.contrib.reduce_on_plateau`` on the training loss, as in the LRA recipes).
+    ``ssm_learning_rate``: the peak learning rate of the ``"ssm"`` group, on the same schedule
+    (``None``: ``learning_rate``).
     """
 
     learning_rate: float = 1e-3
@@ -32,19 +48,26 @@ class OptimizerConfig:
     plateau_factor: float = 0.5
     plateau_patience: int = 10
     plateau_accumulation: int = 50
+    ssm_learning_rate: float | None = None
 
     def __post_init__(self):
         if self.schedule not in SCHEDULES:
             raise ValueError(f"schedule is {self.schedule!r}, expected one of {SCHEDULES}")
         if self.learning_rate <= 0:
             raise ValueError(f"learning_rate is {self.learning_rate}, expected > 0")
+        if self.ssm_learning_rate is not None and self.ssm_learning_rate <= 0:
+            raise ValueError(f"ssm_learning_rate is {self.ssm_learning_rate}, expected > 0 or None")
         if self.warmup_steps < 0:
             raise ValueError(f"warmup_steps is {self.warmup_steps}, expected >= 0")
+        if self.weight_decay < 0:
+            raise ValueError(f"weight_decay is {self.weight_decay}, expected >= 0")
 
 
-def learning_rate_schedule(config: OptimizerConfig, total_steps: int) -> optax.Schedule:
-    """Warmup to ``learning_rate``, then cosine decay or flat, over ``total_steps``."""
-    peak = config.learning_rate
+def learning_rate_schedule(config: OptimizerConfig, total_steps: int,
+                           peak: float | None = None) -> optax.Schedule:
+    """Warmup to ``peak`` (default ``config.learning_rate``), then cosine decay or flat, over
+    ``total_steps``."""
+    peak = config.learning_rate if peak is None else peak
     warmup = min(config.warmup_steps, max(total_steps - 1, 0))
     if config.schedule == "cosine":
         return optax.warmup_cosine_decay_schedule(0.0, peak, warmup, max(total_steps, warmup + 1),
@@ -53,28 +76,73 @@ def learning_rate_schedule(config: OptimizerConfig, total_steps: int) -> optax.S
                                 [warmup])
 
 
-def weight_decay_mask(params: Any) -> Any:
-    """True for the matrices that decay: every parameter of rank ≥ 2 except ``A_log``.
+def _path_key(path: tuple) -> tuple:
+    """A parameter's path as the keys of ``nnx.to_flat_state``, from a JAX tree path of either
+    form optax sees: ``nnx.State`` of Variables (``tx.init``: a ``.value`` after the name) or of
+    plain arrays (``tx.update``)."""
+    keys = []
+    for entry in path:
+        if isinstance(entry, jax.tree_util.DictKey):
+            keys.append(entry.key)
+        elif isinstance(entry, jax.tree_util.SequenceKey):
+            keys.append(entry.idx)
+        elif isinstance(entry, jax.tree_util.GetAttrKey) and entry.name != "value":
+            keys.append(entry.name)
+    return tuple(keys)
 
-    That leaves out norms, biases, ``D`` and the Δ bias (rank 1) and ``A_log``, as mamba-ssm.
+
+def parameter_groups(model: nnx.Module) -> dict[tuple, str]:
+    """``{parameter path: optimiser group}`` from each parameter's ``optimizer_group`` metadata.
+
+    A parameter without one is put in ``"decay"``; the paths of all such parameters are logged
+    in one warning.
     """
+    groups, unmarked = {}, []
+    for path, variable in nnx.to_flat_state(nnx.state(model, nnx.Param)):
+        group = variable.get_metadata().get(OPTIMIZER_GROUP)
+        if group is None:
+            unmarked.append("/".join(str(part) for part in path))
+            group = UNMARKED_GROUP
+        elif group not in OPTIMIZER_GROUPS:
+            raise ValueError(f"parameter {'/'.join(map(str, path))} has optimizer_group "
+                             f"{group!r}, expected one of {OPTIMIZER_GROUPS}")
+        groups[tuple(path)] = group
+    if unmarked:
+        log.warning("%d parameters have no optimizer_group metadata and get weight decay as "
+                    "'%s': %s", len(unmarked), UNMARKED_GROUP, ", ".join(unmarked))
+    return groups
 
-    def decays(path, leaf) -> bool:
-        # The parameter's name is the last dict key (an nnx.Variable adds a ".value" after it).
-        names = [entry.key for entry in path if isinstance(entry, jax.tree_util.DictKey)]
-        return leaf.ndim >= 2 and (not names or names[-1] != "A_log")
 
-    return jax.tree_util.tree_map_with_path(decays, params)
+def _labels(groups: Mapping[tuple, str]):
+    def label(params: Any) -> Any:
+        return jax.tree_util.tree_map_with_path(lambda path, _: groups[_path_key(path)], params)
+
+    return label
 
 
-def make_optimizer(config: OptimizerConfig, total_steps: int) -> optax.GradientTransformationExtraArgs:
-    """Clip by global norm → AdamW (masked decay) [→ reduce-on-plateau].
+def make_optimizer(config: OptimizerConfig, total_steps: int,
+                   model: nnx.Module) -> optax.GradientTransformationExtraArgs:
+    """Clip by global norm → AdamW per optimiser group of ``model``'s parameters [→ reduce on
+    plateau].
 
-    With ``schedule="plateau"`` the update takes the loss as ``value=``.
+    ``"decay"``: ``learning_rate`` and ``weight_decay``; ``"no_decay"``: ``learning_rate``, no
+    decay; ``"ssm"``: ``ssm_learning_rate`` (default ``learning_rate``), no decay; every group
+    on the same schedule. With ``schedule="plateau"`` the update takes the loss as ``value=``.
     """
-    adamw = optax.adamw(learning_rate_schedule(config, total_steps), b1=config.b1, b2=config.b2,
-                        eps=config.eps, weight_decay=config.weight_decay, mask=weight_decay_mask)
-    parts = [optax.clip_by_global_norm(config.grad_clip_norm), adamw]
+    groups = parameter_groups(model)
+    label = _labels(groups)
+    schedule = learning_rate_schedule(config, total_steps)
+    ssm_schedule = learning_rate_schedule(config, total_steps, config.ssm_learning_rate)
+    # AdamW is Adam's scaling, then decayed weights, then the learning rate: one Adam state for
+    # all parameters, the decay masked to its group, the rate chosen per group.
+    adamw = [
+        optax.scale_by_adam(b1=config.b1, b2=config.b2, eps=config.eps),
+        optax.add_decayed_weights(config.weight_decay, mask=lambda params: jax.tree.map(
+            lambda group: group == "decay", label(params))),
+        optax.multi_transform({"decay": optax.scale_by_learning_rate(schedule),
+                               "no_decay": optax.scale_by_learning_rate(schedule),
+                               "ssm": optax.scale_by_learning_rate(ssm_schedule)}, label)]
+    parts = [optax.clip_by_global_norm(config.grad_clip_norm), *adamw]
     if config.schedule == "plateau":
         parts.append(optax.contrib.reduce_on_plateau(
             factor=config.plateau_factor, patience=config.plateau_patience,

@@ -118,7 +118,8 @@ def test_sharded_train_step_updates_every_branch():
     the LRA setting, and the cheapest inner layer to compile.)"""
     mesh = make_mesh(1, 1, 1, devices=jax.devices()[:1])
     block = make_block("s4d", "batch", rates=(2.0,))
-    optimizer = nnx.Optimizer(block, make_optimizer(OptimizerConfig(warmup_steps=0), 10), wrt=nnx.Param)
+    optimizer = nnx.Optimizer(block, make_optimizer(OptimizerConfig(warmup_steps=0), 10, block),
+                              wrt=nnx.Param)
     graphdef, state = nnx.split((block, optimizer))
     shardings = state_shardings(state, mesh)
     state = jax.device_put(state, shardings)

@@ -1,14 +1,18 @@
 """Interrupted (preempted, SIGTERM) and resumed training continues exactly; bad checkpoints
 fail loudly."""
 
+import json
 import signal
 
+import jax
 import numpy as np
 import pytest
 
-from tiny import tiny_config
-from ssmjax.train import CheckpointError, Checkpointer, train
+from ssmjax.train import (CheckpointError, Checkpointer, OptimizerConfig, TrainingRun, override,
+                          train)
 from ssmjax.train.logging import RunLogger, read_metrics
+from ssmjax.train.sharding import make_mesh
+from tiny import tiny_config
 
 
 def train_losses(workdir):
@@ -40,8 +44,19 @@ def test_existing_different_or_corrupt_checkpoints_are_errors(tmp_path):
     train(config, tmp_path / "run", stop_at_step=2, show_progress=False)
     with pytest.raises(ValueError, match="already holds checkpoints .* pass --resume"):
         train(config, tmp_path / "run", show_progress=False)
-    with pytest.raises(ValueError, match="different config"):
-        train(tiny_config(steps=9), tmp_path / "run", resume=True, show_progress=False)
+    with pytest.raises(ValueError, match=r"written with other settings \(model.d_model: 16 → 24, "
+                                         r"train.batch_size: 8 → 4\)"):
+        train(override(config, {"train.batch_size": 4, "model.d_model": 24}), tmp_path / "run",
+              resume=True, show_progress=False)
+    # Restored directly (as an evaluation does), another model's checkpoint names the
+    # parameters whose shapes differ instead of failing inside Orbax.
+    other = TrainingRun.create(override(config, {"model.d_model": 24}),
+                               make_mesh(1, 1, 1, devices=jax.devices()[:1]))
+    checkpointer = Checkpointer(tmp_path / "run")
+    with pytest.raises(CheckpointError, match=r"holds another model: .*embedding/embedding has "
+                                              r"shape \(8, 16\) in the checkpoint, \(8, 24\) in this run"):
+        checkpointer.restore(other.abstract_checkpoint_state())
+    checkpointer.close()
     step_dir = tmp_path / "run" / "checkpoints" / "latest" / "2"
     corrupted = 0
     for path in step_dir.rglob("*"):
@@ -51,6 +66,36 @@ def test_existing_different_or_corrupt_checkpoints_are_errors(tmp_path):
     assert corrupted > 0
     with pytest.raises(CheckpointError, match="checkpoint step 2 .* cannot be restored"):
         train(config, tmp_path / "run", resume=True, show_progress=False)
+
+
+def test_a_run_extends_past_its_end_and_old_checkpoints_resume(tmp_path, capsys):
+    """A finished run continues when train.steps rises (with a constant schedule, exactly as
+    if it had been planned longer), from a checkpoint written before the config had fields it
+    has now."""
+    constant = OptimizerConfig(learning_rate=1e-2, schedule="constant", warmup_steps=2)
+    train(tiny_config(steps=10, optimizer=constant), tmp_path / "whole", show_progress=False)
+    short = tiny_config(steps=6, optimizer=constant)
+    train(short, tmp_path / "run", show_progress=False)
+    # As a checkpoint written before these fields existed: they read as their defaults.
+    meta_file = tmp_path / "run" / "checkpoints" / "latest" / "6" / "meta" / "metadata"
+    meta = json.loads(meta_file.read_text())
+    del meta["config"]["train"]["optimizer"]["ssm_learning_rate"], meta["types"]
+    meta_file.write_text(json.dumps(meta))
+
+    capsys.readouterr()
+    train(short, tmp_path / "run", resume=True, show_progress=False)  # complete: nothing to do
+    assert "complete at step 6" in capsys.readouterr().out
+    longer = tiny_config(steps=10, log_every=2, optimizer=constant)
+    train(longer, tmp_path / "run", resume=True, show_progress=False)
+    assert "resuming at step 6 with train.log_every: 1 → 2, train.steps: 6 → 10" in \
+        capsys.readouterr().out
+    whole, extended = train_losses(tmp_path / "whole"), train_losses(tmp_path / "run")
+    assert sorted(extended) == [1, 2, 3, 4, 5, 6, 8, 10]
+    for step in extended:
+        np.testing.assert_allclose(extended[step], whole[step], rtol=1e-6, err_msg=f"step {step}")
+    with pytest.raises(ValueError, match="is at step 10, past train.steps = 8"):
+        train(tiny_config(steps=8, optimizer=constant), tmp_path / "run", resume=True,
+              show_progress=False)
 
 
 def test_sigterm_checkpoints_the_current_step_and_resume_finishes(tmp_path, monkeypatch):
@@ -99,9 +144,3 @@ def test_steps_per_call_trains_the_same_run(tmp_path):
     assert sorted(mixed) == [4, 8]
     for step in mixed:
         np.testing.assert_allclose(mixed[step], one[step], rtol=1e-6, err_msg=f"step {step}")
-
-
-def test_intervals_must_be_multiples_of_steps_per_call(tmp_path):
-    with pytest.raises(ValueError, match=r"train.log_every is 1, expected a multiple of "
-                                         r"train.steps_per_call \(2\)"):
-        train(tiny_config(steps_per_call=2), tmp_path / "run", show_progress=False)
