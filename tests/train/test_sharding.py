@@ -148,7 +148,7 @@ PALLAS_SCRIPT = textwrap.dedent("""
     import jax, jax.numpy as jnp, numpy as np
     from jax.sharding import NamedSharding, PartitionSpec as P
     from ssmjax.ops import selective_scan
-    from ssmjax.train.sharding import BATCH_AXES, jit_under_mesh, make_mesh
+    from ssmjax.train.sharding import batch_mesh_axes, jit_under_mesh, make_mesh
 
     mesh = make_mesh(data=2, fsdp=2)
     rng = np.random.default_rng(0)
@@ -163,7 +163,7 @@ PALLAS_SCRIPT = textwrap.dedent("""
     def loss(backend, *args):
         u, delta, A, B, C, D, z, delta_bias, h0 = args
         y, h = selective_scan(u, delta, A, B, C, D, z, delta_bias, True, h0, True, backend=backend,
-                              batch_axes=BATCH_AXES)
+                              batch_axes=batch_mesh_axes())
         return jnp.sum(y ** 2) + jnp.sum(h ** 2)
 
     grads = lambda backend: jax.value_and_grad(lambda *a: loss(backend, *a), argnums=range(9))
