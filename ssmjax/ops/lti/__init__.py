@@ -30,10 +30,10 @@ its recurrent view), ``dense`` (dense real recurrences), ``s5`` (S5's scan), ``l
 conjugate-pair basis). Everything public is importable from ``ssmjax.ops.lti``.
 """
 
-from ssmjax.ops.lti.common import conjugate_pairs
+from ssmjax.ops.lti.common import conjugate_pairs, right_align
 from ssmjax.ops.lti.conv import fft_conv
-from ssmjax.ops.lti.dense import (DenseRecurrence, dense_final_state, dense_power_series,
-                                  dense_state_response, dense_step)
+from ssmjax.ops.lti.dense import (DenseRecurrence, dense_final_state, dense_power_apply,
+                                  dense_power_series, dense_state_response, dense_step)
 from ssmjax.ops.lti.diagonal import (diagonal_final_state, diagonal_powers, diagonal_state_response,
                                      diagonal_step, vandermonde_kernel)
 from ssmjax.ops.lti.discretize import (DISCRETIZATIONS, DiagonalDiscretization, Discretization,
@@ -45,10 +45,10 @@ from ssmjax.ops.lti.s5 import s5_scan, s5_step
 
 __all__ = [
     "DISCRETIZATIONS", "DenseRecurrence", "DiagonalDiscretization", "Discretization", "conjugate_pairs",
-    "dense_final_state", "dense_power_series", "dense_state_response", "dense_step",
+    "dense_final_state", "dense_power_apply", "dense_power_series", "dense_state_response", "dense_step",
     "diagonal_final_state", "diagonal_powers", "diagonal_state_response", "diagonal_step",
     "discretize_bilinear", "discretize_diagonal", "discretize_zoh", "dplr_bilinear",
     "dplr_bilinear_input", "dplr_continuous_input", "dplr_kernel", "dplr_recurrence",
-    "fft_conv", "input_products", "liquid_input_vectors", "next_history", "s5_scan", "s5_step",
+    "fft_conv", "input_products", "liquid_input_vectors", "next_history", "right_align", "s5_scan", "s5_step",
     "vandermonde_kernel",
 ]

@@ -29,3 +29,19 @@ def _check_length(length: int) -> None:
 def conjugate_pairs(x: jax.Array, axis: int = -1) -> jax.Array:
     """``[x, conj(x)]`` along ``axis``: the full basis from the kept half of each pair."""
     return jnp.concatenate([x, jnp.conj(x)], axis=axis)
+
+
+def right_align(x: jax.Array, lengths: jax.Array) -> jax.Array:
+    """``x: (..., b, L, h)`` with each row's first ``lengths[i]`` positions moved to the end
+    and zeros before them: the row as if its valid part ended at the last position, so that
+    a sum over "the last L inputs" reads exactly its valid part. ``lengths: (b,)``."""
+    length = x.shape[-2]
+    positions = jnp.arange(length)
+    x = jnp.where((positions < lengths[:, None])[..., None], x, jnp.zeros((), x.dtype))
+    source = (positions + lengths[:, None]) % length                                    # (b, L)
+    return jnp.take_along_axis(x, jnp.broadcast_to(source[..., None], x.shape), axis=-2)
+
+
+def _check_lengths(lengths: jax.Array | None, batch: int) -> None:
+    if lengths is not None and jnp.shape(lengths) != (batch,):
+        raise _shape_error("lengths", jnp.shape(lengths), f"({batch},)")

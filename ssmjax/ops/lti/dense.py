@@ -8,7 +8,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from ssmjax.ops.lti.common import _check_length, _shape_error
+from ssmjax.ops.lti.common import _check_length, _check_lengths, _shape_error, right_align
 
 
 class DenseRecurrence(NamedTuple):
@@ -75,13 +75,16 @@ def dense_state_response(A_bar: jax.Array, C_bar: jax.Array, state: jax.Array,
 
 
 def dense_final_state(A_bar: jax.Array, B_bar: jax.Array, inputs: jax.Array,
-                      state: jax.Array | None = None) -> jax.Array:
+                      state: jax.Array | None = None,
+                      lengths: jax.Array | None = None) -> jax.Array:
     """State after a sequence, ``x_{L−1} = Ā^L x_{−1} + Σ_m Σ_j Ā^{L−1−j} B̄_m u_{m,j}``.
 
     Args:
         A_bar: ``(h, N, N)``; B_bar: ``(m, h, N)``.
         inputs: ``(m, b, L, h)``, the sequence fed through each B̄_m.
         state: ``(b, h, N)`` (zero if omitted).
+        lengths: ``(b,)``, the state after each row's first ``lengths[i]`` inputs instead
+            (the rest ignored): L becomes ``lengths[i]`` in the sum above.
 
     Returns:
         ``(b, h, N)``.
@@ -92,12 +95,34 @@ def dense_final_state(A_bar: jax.Array, B_bar: jax.Array, inputs: jax.Array,
         raise _shape_error("inputs", inputs.shape, f"({B_bar.shape[0]}, batch, length, {channels})")
     if state is not None:
         _check_dense_vectors("state", state, channels, size, "batch")
+    _check_lengths(lengths, inputs.shape[1])
     length = inputs.shape[2]
+    if lengths is not None:
+        inputs = right_align(inputs, lengths)
     columns = dense_power_series(A_bar, B_bar, length)[..., ::-1]                       # (m, h, N, L)
     final = jnp.einsum("mblh,mhnl->bhn", inputs.astype(A_bar.dtype), columns)
-    if state is not None:
-        final = final + jnp.einsum("hij,bhj->bhi", jnp.linalg.matrix_power(A_bar, length), state)
-    return final
+    if state is None:
+        return final
+    if lengths is None:
+        return final + jnp.einsum("hij,bhj->bhi", jnp.linalg.matrix_power(A_bar, length), state)
+    return final + dense_power_apply(A_bar, state, lengths, length)
+
+
+def dense_power_apply(A: jax.Array, state: jax.Array, steps: jax.Array, max_steps: int) -> jax.Array:
+    """``A^{steps[i]} x_i`` for each row i by binary powers (⌈log₂(max_steps + 1)⌉ squarings).
+
+    Args:
+        A: ``(h, N, N)``; state: ``(b, h, N)``; steps: ``(b,)`` int in ``[0, max_steps]``.
+
+    Returns:
+        ``(b, h, N)``.
+    """
+    power = A
+    for bit in range(max(int(max_steps).bit_length(), 1)):
+        use = ((steps >> bit) & 1).astype(bool)[:, None, None]
+        state = jnp.where(use, jnp.einsum("hij,bhj->bhi", power, state), state)
+        power = power @ power
+    return state
 
 
 def dense_step(recurrence: DenseRecurrence, state: jax.Array,

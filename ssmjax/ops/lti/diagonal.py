@@ -6,7 +6,8 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from ssmjax.ops.lti.common import _check_length, _real_dtype, _shape_error
+from ssmjax.ops.lti.common import (_check_length, _check_lengths, _real_dtype, _shape_error,
+                                   right_align)
 
 
 def _check_diagonal(log_Lambda_bar: jax.Array, **vectors: jax.Array) -> None:
@@ -69,13 +70,16 @@ def diagonal_state_response(log_Lambda_bar: jax.Array, C: jax.Array, state: jax.
 
 
 def diagonal_final_state(log_Lambda_bar: jax.Array, B_bar: jax.Array, u: jax.Array,
-                         state: jax.Array | None = None) -> jax.Array:
+                         state: jax.Array | None = None,
+                         lengths: jax.Array | None = None) -> jax.Array:
     """State after a sequence, ``x_{L−1} = Λ̄^L x_{−1} + Σ_j Λ̄^{L−1−j} B̄ u_j``.
 
     Args:
         log_Lambda_bar, B_bar: ``(h, n)``.
         u: ``(b, L, h)``.
         state: ``(b, h, n)``, x_{−1} (zero if omitted).
+        lengths: ``(b,)``, the state after each row's first ``lengths[i]`` inputs instead
+            (the rest ignored): L becomes ``lengths[i]`` in the sum above.
 
     Returns:
         ``(b, h, n)`` complex.
@@ -86,11 +90,16 @@ def diagonal_final_state(log_Lambda_bar: jax.Array, B_bar: jax.Array, u: jax.Arr
     if state is not None and state.shape != (u.shape[0], *log_Lambda_bar.shape):
         channels, n = log_Lambda_bar.shape
         raise _shape_error("state", state.shape, f"({u.shape[0]}, {channels}, {n})")
+    _check_lengths(lengths, u.shape[0])
     length = u.shape[1]
+    steps = length
+    if lengths is not None:
+        u = right_align(u, lengths)
+        steps = lengths.astype(_real_dtype(log_Lambda_bar))[:, None, None]
     reversed_powers = diagonal_powers(log_Lambda_bar, length)[..., ::-1]
     final = jnp.einsum("blh,hn,hnl->bhn", u.astype(B_bar.dtype), B_bar, reversed_powers)
     if state is not None:
-        final = final + jnp.exp(length * log_Lambda_bar) * state
+        final = final + jnp.exp(steps * log_Lambda_bar) * state
     return final
 
 

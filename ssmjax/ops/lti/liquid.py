@@ -104,10 +104,24 @@ def liquid_input_vectors(Lambda: jax.Array, P: jax.Array, Q: jax.Array, B: jax.A
     return jnp.concatenate([B[None], dplr_continuous_input(Lambda, P, Q, powers, delta)])
 
 
-def next_history(u: jax.Array, count: int, history: jax.Array | None = None) -> jax.Array:
-    """The last ``count`` inputs of ``[history, u]`` along time: ``(b, count, h)``."""
-    if history is not None:
-        u = jnp.concatenate([history.astype(u.dtype), u], axis=1)
-    if u.shape[1] < count:
-        u = jnp.pad(u, ((0, 0), (count - u.shape[1], 0), (0, 0)))
-    return u[:, u.shape[1] - count:]
+def next_history(u: jax.Array, count: int, history: jax.Array | None = None,
+                 lengths: jax.Array | None = None) -> jax.Array:
+    """The last ``count`` inputs of ``[history, u]`` along time: ``(b, count, h)``.
+
+    Args:
+        u: ``(b, L, h)``.
+        count: how many inputs to keep (≥ 0).
+        history: ``(b, ≥ count, h)``, the inputs before ``u`` (zeros if omitted).
+        lengths: ``(b,)``, keep the last inputs before position ``lengths[i]`` of row i (the
+            end of its valid part) instead of before the end of ``u``.
+    """
+    batch, _, channels = u.shape
+    if history is None:
+        history = jnp.zeros((batch, count, channels), u.dtype)
+    elif history.ndim != 3 or history.shape[0] != batch or history.shape[1] < count or \
+            history.shape[2] != channels:
+        raise _shape_error("history", history.shape, f"({batch}, >= {count}, {channels})")
+    joined = jnp.concatenate([history[:, history.shape[1] - count:].astype(u.dtype), u], axis=1)
+    if lengths is None:
+        return joined[:, joined.shape[1] - count:]
+    return jax.vmap(lambda row, end: jax.lax.dynamic_slice_in_dim(row, end, count))(joined, lengths)

@@ -5,12 +5,13 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from ssmjax.ops.lti.common import _shape_error
+from ssmjax.ops.lti.common import _check_lengths, _shape_error
 from ssmjax.ops.recurrence import linear_recurrence
 
 
 def s5_scan(Lambda_bar: jax.Array, B_bar: jax.Array, C_tilde: jax.Array, u: jax.Array,
-            initial_state: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
+            initial_state: jax.Array | None = None,
+            lengths: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
     """S5's parallel scan, with S5's conjugate symmetry::
 
         x_k = Λ̄ ⊙ x_{k−1} + B̄ u_k,   y_k = 2 Re(C̃ x_k)
@@ -23,6 +24,8 @@ def s5_scan(Lambda_bar: jax.Array, B_bar: jax.Array, C_tilde: jax.Array, u: jax.
         C_tilde: ``(h, n)`` complex.
         u: ``(b, L, h)`` real.
         initial_state: ``(b, n)`` complex, x_{−1}.
+        lengths: ``(b,)``, return the state after each row's first ``lengths[i]`` inputs
+            (its last valid position) instead of the last one.
 
     Returns:
         ``y: (b, L, h)`` real (without the D u term) and the final state ``(b, n)``.
@@ -38,8 +41,14 @@ def s5_scan(Lambda_bar: jax.Array, B_bar: jax.Array, C_tilde: jax.Array, u: jax.
             raise _shape_error(name, matrix.shape, f"({channels}, {n})")
     drive = jnp.einsum("blh,hn->bln", u.astype(B_bar.dtype), B_bar)
     decay = jnp.broadcast_to(Lambda_bar, drive.shape)
+    _check_lengths(lengths, u.shape[0])
     states = linear_recurrence(decay, drive, initial_state)
-    return 2 * jnp.einsum("bln,hn->blh", states, C_tilde).real, states[:, -1]
+    y = 2 * jnp.einsum("bln,hn->blh", states, C_tilde).real
+    if lengths is None:
+        return y, states[:, -1]
+    last = jnp.take_along_axis(states, jnp.maximum(lengths - 1, 0)[:, None, None], axis=1)[:, 0]
+    start = jnp.zeros_like(last) if initial_state is None else initial_state.astype(last.dtype)
+    return y, jnp.where((lengths > 0)[:, None], last, start)
 
 
 def s5_step(Lambda_bar: jax.Array, B_bar: jax.Array, C_tilde: jax.Array, state: jax.Array,
