@@ -57,7 +57,7 @@ def forward_backward(graphdef):
     """``(state, x) → (loss, (d loss/d state, d loss/d x))`` for the layer of ``graphdef``."""
 
     def loss(state, x):
-        return jnp.mean(nnx.merge(graphdef, state)(x).astype(jnp.float32) ** 2)
+        return jnp.mean(nnx.merge(graphdef, state)(x)[0].astype(jnp.float32) ** 2)
 
     return jax.jit(jax.value_and_grad(loss, argnums=(0, 1)))
 

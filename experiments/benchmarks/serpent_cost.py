@@ -72,7 +72,7 @@ def forward_backward(module: nnx.Module, cotangent: jax.Array):
     graphdef, params, rest = nnx.split(module, nnx.Param, ...)
 
     def loss(params, x):
-        return jnp.vdot(nnx.merge(graphdef, params, rest)(x).astype(jnp.float32), cotangent)
+        return jnp.vdot(nnx.merge(graphdef, params, rest)(x)[0].astype(jnp.float32), cotangent)
 
     return jax.grad(loss, argnums=(0, 1)), params
 

@@ -13,12 +13,12 @@ From the shell: ``python -m ssmjax.convert SOURCE DESTINATION --to {ssmjax,hf,ma
 from ssmjax.convert.checkpoint import (CheckpointInfo, convert, load_params, load_pretrained,
                                        model_from_params, model_params, read_state_dict,
                                        save_pretrained)
-from ssmjax.convert.configs import (FORMATS, CheckpointError, config_from_dict, config_to_dict,
+from ssmjax.convert.configs import (FORMATS, ConversionError, config_from_dict, config_to_dict,
                                     detect_format)
-from ssmjax.convert.synthetic import random_params
+from ssmjax.convert.host_params import random_params
 from ssmjax.convert.tensors import params_to_state_dict, state_dict_to_params, tensor_specs
 
-__all__ = ["FORMATS", "CheckpointError", "CheckpointInfo", "config_from_dict", "config_to_dict",
+__all__ = ["FORMATS", "CheckpointInfo", "ConversionError", "config_from_dict", "config_to_dict",
            "convert", "detect_format", "load_params", "load_pretrained", "model_from_params",
            "model_params", "params_to_state_dict", "random_params", "read_state_dict", "save_pretrained",
            "state_dict_to_params", "tensor_specs"]

@@ -24,7 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from ssmjax.convert.configs import (FORMATS, CheckpointError, config_from_dict, config_to_dict,
+from ssmjax.convert.configs import (FORMATS, ConversionError, config_from_dict, config_to_dict,
                                     detect_format, generation_ids)
 from ssmjax.convert.tensors import params_to_state_dict, state_dict_to_params
 from ssmjax.models import MambaConfig, MambaLM
@@ -79,14 +79,14 @@ def read_torch_bin(path: str | os.PathLike) -> dict[str, np.ndarray]:
     torch = _require("torch", f"reading {Path(path).name}")
     state_dict = torch.load(str(path), map_location="cpu", weights_only=True)
     if not isinstance(state_dict, Mapping):
-        raise CheckpointError(f"{path} holds a {type(state_dict).__name__}, expected a state dict")
+        raise ConversionError(f"{path} holds a {type(state_dict).__name__}, expected a state dict")
     return {name: _torch_to_numpy(tensor) for name, tensor in state_dict.items()}
 
 
 def _read_shards(index_path: Path, reader) -> dict[str, np.ndarray]:
     weight_map = json.loads(index_path.read_text()).get("weight_map")
     if not isinstance(weight_map, dict):
-        raise CheckpointError(f"{index_path} has no weight_map")
+        raise ConversionError(f"{index_path} has no weight_map")
     tensors: dict[str, np.ndarray] = {}
     for shard in sorted(set(weight_map.values())):
         tensors.update(reader(index_path.parent / shard))
@@ -103,13 +103,13 @@ def read_state_dict(directory: str | os.PathLike) -> dict[str, np.ndarray]:
         index = directory / f"{name}.index.json"
         if index.is_file():
             return _read_shards(index, reader)
-    raise CheckpointError(f"{directory} has no {SAFETENSORS_FILE}, {TORCH_FILE} or sharded index of them")
+    raise ConversionError(f"{directory} has no {SAFETENSORS_FILE}, {TORCH_FILE} or sharded index of them")
 
 
 def read_config(directory: str | os.PathLike) -> dict[str, Any]:
     path = Path(directory) / "config.json"
     if not path.is_file():
-        raise CheckpointError(f"{directory} has no config.json")
+        raise ConversionError(f"{directory} has no config.json")
     return json.loads(path.read_text())
 
 
@@ -133,7 +133,7 @@ def model_from_params(config: MambaConfig, params: Mapping[str, np.ndarray], *,
     keeps each array's own dtype).
 
     The model is built abstractly first, so no random initialisation is spent on weights
-    that are about to be replaced. Raises :class:`CheckpointError` when a parameter is
+    that are about to be replaced. Raises :class:`ConversionError` when a parameter is
     missing, unexpected or of the wrong shape.
     """
     abstract = nnx.eval_shape(lambda: MambaLM(config, rngs=nnx.Rngs(0)))
@@ -146,7 +146,7 @@ def model_from_params(config: MambaConfig, params: Mapping[str, np.ndarray], *,
                  for name, shape in expected.items()
                  if name in params and tuple(np.shape(params[name])) != tuple(shape)]
     if missing or unexpected or misshaped:
-        raise CheckpointError(f"ssmjax parameters do not match the config: missing {missing[:8]}, "
+        raise ConversionError(f"ssmjax parameters do not match the config: missing {missing[:8]}, "
                               f"unexpected {unexpected[:8]}, mis-shaped {misshaped[:8]}")
     leaves = [(path, variable.replace(jnp.asarray(params[_path_name(path)], param_dtype)))
               for path, variable in flat]

@@ -22,8 +22,10 @@ FORMATS = ("ssmjax", "hf", "mamba_ssm")
 SSMJAX_FORMAT_VERSION = 1
 
 
-class CheckpointError(ValueError):
-    """A checkpoint that cannot be read into, or written from, a :class:`MambaLM`."""
+class ConversionError(ValueError):
+    """A checkpoint in a format (config.json, tensors) that cannot be converted into, or
+    written from, a :class:`MambaLM`. (Training checkpoints that cannot be resumed raise
+    ``ssmjax.train.CheckpointError``, another matter.)"""
 
 
 def detect_format(config: dict[str, Any]) -> str:
@@ -36,7 +38,7 @@ def detect_format(config: dict[str, Any]) -> str:
         return "hf"
     model_type = config.get("model_type")
     hint = f" (model_type {model_type!r} is not Mamba-1)" if model_type else ""
-    raise CheckpointError(f"config.json has keys {sorted(config)[:12]}{hint}: expected a mamba-ssm config "
+    raise ConversionError(f"config.json has keys {sorted(config)[:12]}{hint}: expected a mamba-ssm config "
                           "(d_model, n_layer, ...), a transformers MambaConfig (model_type 'mamba') "
                           "or an ssmjax config (format 'ssmjax')")
 
@@ -54,8 +56,8 @@ _MAMBA_SSM_IGNORED = {"fused_add_norm", "ssm_cfg", "d_model", "n_layer", "vocab_
                       "initializer_cfg", "_name_or_path", "architectures"}
 
 
-def _config_error(fmt: str, message: str) -> CheckpointError:
-    return CheckpointError(f"{fmt} config.json: {message}")
+def _config_error(fmt: str, message: str) -> ConversionError:
+    return ConversionError(f"{fmt} config.json: {message}")
 
 
 def config_from_mamba_ssm(config: dict[str, Any], **overrides) -> MambaConfig:
@@ -187,7 +189,7 @@ def config_from_dict(config: dict[str, Any], fmt: str | None = None, **overrides
     try:
         return readers[fmt](config, **overrides)
     except (TypeError, ValueError) as error:
-        if isinstance(error, CheckpointError):
+        if isinstance(error, ConversionError):
             raise
         raise _config_error(fmt, str(error)) from error
 

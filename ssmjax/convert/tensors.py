@@ -34,7 +34,7 @@ from collections.abc import Callable, Mapping
 
 import numpy as np
 
-from ssmjax.convert.configs import CheckpointError
+from ssmjax.convert.configs import ConversionError
 from ssmjax.models import MambaConfig
 
 EMBEDDING_NAMES = {"hf": "backbone.embeddings.weight", "mamba_ssm": "backbone.embedding.weight"}
@@ -125,7 +125,7 @@ def state_dict_to_params(state_dict: Mapping[str, np.ndarray], config: MambaConf
                          fmt: str) -> dict[str, np.ndarray]:
     """A PyTorch-layout state dict → ssmjax parameters (dotted paths, ssmjax layouts).
 
-    Raises :class:`CheckpointError` listing every missing, unexpected and mis-shaped tensor
+    Raises :class:`ConversionError` listing every missing, unexpected and mis-shaped tensor
     (shapes are checked against ``config``, so a config that does not match its weights is
     caught here).
     """
@@ -148,13 +148,13 @@ def state_dict_to_params(state_dict: Mapping[str, np.ndarray], config: MambaConf
     if misshaped:
         problems.append("mis-shaped tensors: " + "; ".join(misshaped[:8]))
     if problems:
-        raise CheckpointError(f"{fmt} state dict does not match the config ({_describe(config)}): "
+        raise ConversionError(f"{fmt} state dict does not match the config ({_describe(config)}): "
                               + " | ".join(problems))
     if tied_head:
         embedding = np.asarray(state_dict[EMBEDDING_NAMES[fmt]])
         head = np.asarray(state_dict[LM_HEAD])
         if head.shape != embedding.shape or not np.array_equal(head, embedding):
-            raise CheckpointError(f"{fmt} config ties the LM head to the embedding, but {LM_HEAD} "
+            raise ConversionError(f"{fmt} config ties the LM head to the embedding, but {LM_HEAD} "
                                   f"(shape {head.shape}) differs from {EMBEDDING_NAMES[fmt]}")
     return {spec.ssmjax_path: np.ascontiguousarray(spec.layout.to_ssmjax(np.asarray(state_dict[spec.torch_name])))
             for spec in specs}
@@ -170,7 +170,7 @@ def params_to_state_dict(params: Mapping[str, np.ndarray], config: MambaConfig, 
     specs = tensor_specs(config, fmt)
     missing = sorted({spec.ssmjax_path for spec in specs} - set(params))
     if missing:
-        raise CheckpointError(f"ssmjax parameters lack {_list(missing)} for config ({_describe(config)})")
+        raise ConversionError(f"ssmjax parameters lack {_list(missing)} for config ({_describe(config)})")
     state_dict = {spec.torch_name: np.ascontiguousarray(spec.layout.to_torch(np.asarray(params[spec.ssmjax_path])))
                   for spec in specs}
     if config.tie_embeddings and include_tied_head:

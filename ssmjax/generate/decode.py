@@ -34,9 +34,10 @@ from flax import nnx
 
 from ssmjax.generate.sampling import SamplingConfig, sample_logits
 from ssmjax.models import MambaLM
+from ssmjax.nn.protocols import Cache, cache_batch_size
 
 DECODE_BACKENDS = ("auto", "xla", "pallas")
-Cache = list  # one recurrent cache per layer (MambaCache, or NoGateCache for mixer "s4")
+ModelCache = list[Cache]  # one recurrent cache per layer (MambaCache, or NoGateCache for mixer "s4")
 
 
 class GenerationOutput(NamedTuple):
@@ -79,7 +80,7 @@ def _static_pieces(length: int, chunk_size: int) -> list[int]:
 
 
 def _prefill_impl(model: MambaLM, prompt_ids: jax.Array, prompt_lengths: jax.Array | None,
-                  chunk_size: int, cache: Cache | None = None) -> tuple[jax.Array, Cache]:
+                  chunk_size: int, cache: ModelCache | None = None) -> tuple[jax.Array, ModelCache]:
     batch, width = prompt_ids.shape
     if prompt_lengths is None:
         # Every row is full: the pieces are known when tracing, no row is ever idle.
@@ -198,7 +199,7 @@ def _step_fn(backend: str):
     return lambda model, token, cache: model.step(token, cache)
 
 
-def _decode_impl(model: MambaLM, cache: Cache, logits: jax.Array, key: jax.Array,
+def _decode_impl(model: MambaLM, cache: ModelCache, logits: jax.Array, key: jax.Array,
                  eos_ids: jax.Array, pad_token_id: jax.Array, *, max_new_tokens: int,
                  sampling: SamplingConfig, return_logits: bool, backend: str) -> GenerationOutput:
     batch, vocab = logits.shape
@@ -285,7 +286,8 @@ class Decoder:
         self._graphdef, self._state = nnx.split(model)
 
     def prefill(self, prompt_ids: jax.Array, prompt_lengths: jax.Array | None = None, *,
-                chunk_size: int = DEFAULT_CHUNK_SIZE, cache: Cache | None = None) -> tuple[jax.Array, Cache]:
+                chunk_size: int = DEFAULT_CHUNK_SIZE,
+                cache: ModelCache | None = None) -> tuple[jax.Array, ModelCache]:
         """Runs prompts through the parallel scan; returns the last logits and the caches.
 
         Args:
@@ -305,15 +307,14 @@ class Decoder:
         _check_prompts(prompt_ids, prompt_lengths)
         _check_chunk_size(chunk_size)
         if cache is not None:
-            # Every array of a layer's cache (MambaCache, NoGateCache, ...) leads with the batch.
-            cache_batch = jax.tree.leaves(cache[0])[0].shape[0] if cache else None
+            cache_batch = cache_batch_size(cache) if cache else None
             if len(cache) != self.config.n_layer or cache_batch != prompt_ids.shape[0]:
                 raise ValueError(f"cache has {len(cache)} layers of batch {cache_batch}, expected "
                                  f"{self.config.n_layer} layers of batch {prompt_ids.shape[0]}")
         lengths = None if prompt_lengths is None else jnp.asarray(prompt_lengths, jnp.int32)
         return _prefill_jit(self._graphdef, self._state, prompt_ids, lengths, chunk_size, cache)
 
-    def decode(self, cache: Cache, logits: jax.Array, key: jax.Array, *, max_new_tokens: int,
+    def decode(self, cache: ModelCache, logits: jax.Array, key: jax.Array, *, max_new_tokens: int,
                sampling: SamplingConfig = SamplingConfig(),
                eos_token_id: int | Sequence[int] | None = None, pad_token_id: int = 0,
                return_logits: bool = False, backend: str = "auto") -> GenerationOutput:
@@ -371,13 +372,14 @@ class Decoder:
 
 
 def prefill(model: MambaLM, prompt_ids: jax.Array, prompt_lengths: jax.Array | None = None,
-            **options) -> tuple[jax.Array, Cache]:
+            **options) -> tuple[jax.Array, ModelCache]:
     """:meth:`Decoder.prefill` of ``model``: ``prompt_ids (batch, width)`` → ``(logits (batch,
     vocab_size), per-layer caches)``."""
     return Decoder(model).prefill(prompt_ids, prompt_lengths, **options)
 
 
-def decode(model: MambaLM, cache: Cache, logits: jax.Array, key: jax.Array, **options) -> GenerationOutput:
+def decode(model: MambaLM, cache: ModelCache, logits: jax.Array, key: jax.Array,
+           **options) -> GenerationOutput:
     """:meth:`Decoder.decode` of ``model``: caches and last logits ``(batch, vocab_size)`` →
     :class:`GenerationOutput`."""
     return Decoder(model).decode(cache, logits, key, **options)

@@ -15,7 +15,9 @@ import functools
 import jax
 
 from ssmjax.kernels import selective_state_update
+from ssmjax.models import MambaLM
 from ssmjax.nn import MambaCache, MambaMixer
+from ssmjax.nn.protocols import Cache
 
 # Platforms on which the fused step beat ``MambaLM.step`` in
 # experiments/results/generation_<gpu>.json (decode tokens/s at every measured batch size).
@@ -34,25 +36,28 @@ def _interpret_by_default(interpret: bool | None) -> bool:
     return interpret_by_default(interpret)
 
 
-def mixer_step(mixer, hidden_t: jax.Array, cache: MambaCache, *,
-               interpret: bool | None = None) -> tuple[jax.Array, MambaCache]:
-    """``MambaMixer.step`` with the SSM update fused: ``(b, d_model) → (b, d_model)``."""
+def _fused_update(interpret: bool | None):
+    return functools.partial(selective_state_update, interpret=_interpret_by_default(interpret))
+
+
+def _check_fusable(mixer) -> None:
+    """``ValueError`` unless ``mixer`` is a gated MambaMixer, the one the fused update fits."""
     if not isinstance(mixer, MambaMixer) or not mixer.gated:
         raise ValueError(f"mixer is {type(mixer).__name__}"
                          f"{'' if getattr(mixer, 'gated', True) else ' (gated=False)'}, expected a "
                          "gated MambaMixer: the fused update applies the SiLU(z) gate")
-    return mixer.step(hidden_t, cache, state_update=functools.partial(
-        selective_state_update, interpret=_interpret_by_default(interpret)))
 
 
-def model_step(model, input_ids_t: jax.Array, cache: list[MambaCache], *,
-               interpret: bool | None = None) -> tuple[jax.Array, list[MambaCache]]:
+def mixer_step(mixer: MambaMixer, hidden_t: jax.Array, cache: MambaCache, *,
+               interpret: bool | None = None) -> tuple[jax.Array, MambaCache]:
+    """``MambaMixer.step`` with the SSM update fused: ``(b, d_model) → (b, d_model)``."""
+    _check_fusable(mixer)
+    return mixer.step(hidden_t, cache, state_update=_fused_update(interpret))
+
+
+def model_step(model: MambaLM, input_ids_t: jax.Array, cache: list[Cache], *,
+               interpret: bool | None = None) -> tuple[jax.Array, list[Cache]]:
     """``MambaLM.step`` with the fused SSM update: ``(b,)`` ids → ``(b, vocab_size)`` logits."""
-    residual = model.embed(input_ids_t)
-    new_cache = []
-    for layer, layer_cache in zip(model.layers, cache):
-        out, layer_cache = mixer_step(layer.mixer, layer.norm(residual), layer_cache,
-                                      interpret=interpret)
-        residual = residual + out.astype(residual.dtype)
-        new_cache.append(layer_cache)
-    return model.head(residual), new_cache
+    for layer in model.layers:
+        _check_fusable(getattr(layer, "mixer", layer))
+    return model.step(input_ids_t, cache, state_update=_fused_update(interpret))

@@ -9,25 +9,28 @@ ablations on the synthetic tasks (Table 1) and SeRpEnt:
                      the selective scan → residual (Table 1's "no gate" S4)
     "serpent_mamba"  SeRpEntBlock (pre-norm, parallel resampled branches of MambaMixers, skip)
 
-"mamba" and "s6" step with MambaCaches, "s4" with NoGateCaches (conv state, S4 state). "serpent_mamba" has no
-recurrent form and refuses caches; nor is it causal: its resampling reads neighbours on
-both sides in time, so an output may depend on later inputs. That is harmless where no
-later input holds a scored position's answer (Selective Copying, Induction Heads), not in
-next-token language modelling.
+Every block is a :class:`~ssmjax.nn.protocols.SequenceMixer`. "mamba" and "s6" step with
+MambaCaches, "s4" with NoGateCaches (conv state, S4 state). "serpent_mamba" has no recurrent
+form and refuses caches; nor is it causal: its resampling reads neighbours on both sides in
+time, so an output may depend on later inputs. That is harmless where no later input holds a
+scored position's answer (Selective Copying, Induction Heads), not in next-token language
+modelling.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
+from typing import Callable
 
 import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from ssmjax.nn import S4, MambaMixer, NoGateBlock, ResidualBlock, RMSNorm, SeRpEntBlock
+from ssmjax.nn.initializers import LecunNormal, Normal, linear
 from ssmjax.nn.partitioning import axes
-from ssmjax.nn import (S4, MambaCache, MambaMixer, NoGateBlock, ResidualBlock, RMSNorm,
-                       SeRpEntBlock)
+from ssmjax.nn.protocols import Cache, SequenceMixer
 from ssmjax.ops.selective_scan import BACKENDS, SCAN_CHUNK_SIZE
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
@@ -135,23 +138,36 @@ class MambaLM(nnx.Module):
     """Causal language model: ``token ids (b, l) → logits (b, l, vocab_size)`` float32.
 
     The embedding has ``padded_vocab_size`` rows (as mamba-ssm's checkpoints); logits are
-    returned for the real ``vocab_size`` only, so padding rows can never be predicted.
+    returned for the real ``vocab_size`` only, so padding rows can never be predicted. Every
+    block is a :class:`~ssmjax.nn.protocols.SequenceMixer`; ``mask``, ``segment_ids`` and the
+    caches go to each of them.
+
+    Optimiser groups: the embedding and an untied head ``"decay"``, the final norm
+    ``"no_decay"``; each block's parameters as its mixer says.
     """
 
     def __init__(self, config: MambaConfig, *, rngs: nnx.Rngs):
         self.config = config
         dtype = config.compute_dtype
+        embedding_init = Normal(0.02)
         self.embedding = nnx.Embed(config.padded_vocab_size, config.d_model, dtype=dtype,
-                                   embedding_init=nnx.initializers.normal(0.02),
-                                   embedding_metadata=axes("vocab", "embed"), rngs=rngs)
-        self.layers = nnx.List([_make_layer(config, dtype, rngs) for _ in range(config.n_layer)])
+                                   embedding_init=embedding_init,
+                                   embedding_metadata=axes("vocab", "embed", group="decay",
+                                                           init=embedding_init), rngs=rngs)
+        self.layers: nnx.List[SequenceMixer] = nnx.List(
+            [_make_layer(config, dtype, rngs) for _ in range(config.n_layer)])
         self.norm_f = RMSNorm(config.d_model, eps=config.norm_eps, dtype=dtype)
-        self.lm_head = None if config.tie_embeddings else nnx.Linear(
-            config.d_model, config.padded_vocab_size, use_bias=False, dtype=dtype,
-            kernel_metadata=axes("embed", "vocab"), rngs=rngs)
+        self.lm_head = None if config.tie_embeddings else linear(
+            config.d_model, config.padded_vocab_size, kernel_init=LecunNormal(),
+            kernel_axes=("embed", "vocab"), use_bias=False, dtype=dtype, rngs=rngs)
+
+    @property
+    def causal(self) -> bool:
+        """Whether every block is causal: the model then has its recurrent form."""
+        return all(layer.causal for layer in self.layers)
 
     def _check_recurrent(self, what: str) -> None:
-        if not self.config.recurrent:
+        if not self.causal:
             raise ValueError(f"{what}: mixer {self.config.mixer!r} has no recurrent form; "
                              "call the model on whole sequences without a cache")
 
@@ -160,28 +176,43 @@ class MambaLM(nnx.Module):
             raise ValueError(f"input_ids has shape {tuple(input_ids.shape)} and dtype "
                              f"{input_ids.dtype}, expected integer ids of shape {expected}")
 
+    def _check_cache(self, cache: list[Cache] | None) -> None:
+        if cache is not None and len(cache) != len(self.layers):
+            raise ValueError(f"cache has {len(cache)} layers, expected one per layer "
+                             f"({len(self.layers)})")
+
     def embed(self, input_ids: jax.Array) -> jax.Array:
         """Token ids ``(...)`` → the residual stream's input ``(..., d_model)`` in
         ``config.residual_dtype``."""
         return self.embedding(input_ids).astype(self.config.residual_dtype)
 
-    def backbone(self, input_ids: jax.Array, *, cache: list[MambaCache] | None = None
-                 ) -> tuple[jax.Array, list[MambaCache]]:
+    def _blocks(self, input_ids: jax.Array, *, mask: jax.Array | None,
+                segment_ids: jax.Array | None, cache: list[Cache] | None,
+                return_cache: bool) -> tuple[jax.Array, list[Cache] | None]:
+        """The residual stream after the last block ``(b, l, d_model)`` and, with
+        ``return_cache``, each block's cache."""
+        if cache is not None or return_cache:
+            self._check_recurrent("cache" if cache is not None else "return_cache")
+        self._check_ids(input_ids, 2, "(batch, length)")
+        self._check_cache(cache)
+        residual, new_cache = self.embed(input_ids), []
+        for index, layer in enumerate(self.layers):
+            residual, layer_cache = layer(residual, mask=mask, segment_ids=segment_ids,
+                                          cache=None if cache is None else cache[index],
+                                          return_cache=return_cache)
+            new_cache.append(layer_cache)
+        return residual, new_cache if return_cache else None
+
+    def backbone(self, input_ids: jax.Array, *, mask: jax.Array | None = None,
+                 cache: list[Cache] | None = None) -> tuple[jax.Array, list[Cache]]:
         """``input_ids: (b, l)`` → residual stream after the last block ``(b, l, d_model)`` and
-        the per-layer recurrent states after the last position.
+        the per-layer recurrent states after each row's last valid position.
 
         The head is left to :meth:`head` so that a prefill can take the logits of one position:
         ``(b, l, vocab)`` logits of a long prompt may not fit in memory.
         """
         self._check_recurrent("backbone")
-        self._check_ids(input_ids, 2, "(batch, length)")
-        residual = self.embed(input_ids)
-        new_cache = []
-        for index, layer in enumerate(self.layers):
-            residual, layer_cache = layer(residual, cache=None if cache is None else cache[index],
-                                          return_cache=True)
-            new_cache.append(layer_cache)
-        return residual, new_cache
+        return self._blocks(input_ids, mask=mask, segment_ids=None, cache=cache, return_cache=True)
 
     def head(self, residual: jax.Array) -> jax.Array:
         """Residual stream ``(..., d_model)`` → logits ``(..., vocab_size)`` float32 (final norm
@@ -192,43 +223,47 @@ class MambaLM(nnx.Module):
         return jnp.matmul(hidden, weight[:, :self.config.vocab_size].astype(hidden.dtype),
                           preferred_element_type=jnp.float32)
 
-    def __call__(self, input_ids: jax.Array, *, cache: list[MambaCache] | None = None,
+    def __call__(self, input_ids: jax.Array, *, mask: jax.Array | None = None,
+                 segment_ids: jax.Array | None = None, cache: list[Cache] | None = None,
                  return_cache: bool = False):
         """``input_ids: (b, l)`` int → logits ``(b, l, vocab_size)`` float32.
 
-        With ``cache`` the sequence continues from it; with ``return_cache`` the per-layer
-        recurrent states after the last position are returned too (a parallel prefill).
+        ``mask: (b, l)`` bool marks the valid tokens (padding at the end; logits there are
+        zero); ``segment_ids`` is refused by the blocks for now (see
+        :mod:`ssmjax.nn.protocols`). With ``cache`` the sequence continues from it; with
+        ``return_cache`` the per-layer recurrent states after each row's last valid position
+        are returned too, ``(logits, cache)`` (a parallel prefill).
         """
-        if return_cache:
-            residual, new_cache = self.backbone(input_ids, cache=cache)
-            return self.head(residual), new_cache
-        if cache is not None:
-            self._check_recurrent("cache")
-        self._check_ids(input_ids, 2, "(batch, length)")
-        residual = self.embed(input_ids)
-        for index, layer in enumerate(self.layers):
-            residual = layer(residual) if cache is None else layer(residual, cache=cache[index])
-        return self.head(residual)
+        residual, new_cache = self._blocks(input_ids, mask=mask, segment_ids=segment_ids,
+                                           cache=cache, return_cache=return_cache)
+        logits = self.head(residual)
+        return (logits, new_cache) if return_cache else logits
 
-    def init_cache(self, batch_size: int) -> list[MambaCache]:
+    def init_cache(self, batch_size: int) -> list[Cache]:
         """Zero recurrent state of every layer for ``batch_size`` sequences."""
         self._check_recurrent("init_cache")
         return [layer.init_cache(batch_size) for layer in self.layers]
 
-    def step(self, input_ids_t: jax.Array,
-             cache: list[MambaCache]) -> tuple[jax.Array, list[MambaCache]]:
-        """One position: ``input_ids_t: (b,)`` → logits ``(b, vocab_size)`` and the next cache."""
+    def step(self, input_ids_t: jax.Array, cache: list[Cache], *,
+             state_update: Callable | None = None) -> tuple[jax.Array, list[Cache]]:
+        """One position: ``input_ids_t: (b,)`` → logits ``(b, vocab_size)`` and the next cache.
+
+        ``state_update`` goes to every block's ``step`` (``MambaMixer``'s hook, e.g. the fused
+        kernel of :mod:`ssmjax.generate.fused_step`); None keeps each block's own update.
+        """
         self._check_recurrent("step")
         self._check_ids(input_ids_t, 1, "(batch,)")
+        self._check_cache(cache)
+        hooks = {} if state_update is None else {"state_update": state_update}
         residual = self.embed(input_ids_t)
         new_cache = []
         for layer, layer_cache in zip(self.layers, cache):
-            residual, layer_cache = layer.step(residual, layer_cache)
+            residual, layer_cache = layer.step(residual, layer_cache, **hooks)
             new_cache.append(layer_cache)
         return self.head(residual), new_cache
 
 
-def _make_layer(config: MambaConfig, dtype: jnp.dtype, rngs: nnx.Rngs) -> nnx.Module:
+def _make_layer(config: MambaConfig, dtype: jnp.dtype, rngs: nnx.Rngs) -> SequenceMixer:
     """One block of ``config.mixer``: ``(b, l, d_model) → (b, l, d_model)`` on the residual stream."""
     # mamba-ssm scales the out projection by 1/sqrt(n_layer) so the residual stream's variance
     # does not grow with depth; the SeRpEnt branches' MambaMixers are scaled the same way.

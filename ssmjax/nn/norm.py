@@ -6,7 +6,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from ssmjax.nn.partitioning import axes
+from ssmjax.nn.initializers import ONES, param
 
 
 class RMSNorm(nnx.Module):
@@ -20,7 +20,7 @@ class RMSNorm(nnx.Module):
 
     def __init__(self, dim: int, *, eps: float = 1e-5, dtype: jnp.dtype | None = None,
                  param_dtype: jnp.dtype = jnp.float32):
-        self.weight = nnx.Param(jnp.ones((dim,), param_dtype), **axes("embed"))
+        self.weight = param(ONES, (dim,), "embed", group="no_decay", param_dtype=param_dtype)
         self.eps = eps
         self.dtype = dtype
 

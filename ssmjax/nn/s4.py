@@ -28,6 +28,7 @@ past inputs, is not what these layers compute.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Literal
 
 import jax
@@ -35,9 +36,9 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from ssmjax.nn.lti import (Activation, LTICache, LTILayer, OutputMode, as_complex, as_real_pair,
-                           check_layer_options)
-from ssmjax.nn.partitioning import axes
+from ssmjax.nn.initializers import Deterministic, param
+from ssmjax.nn.lti import (Activation, LTICache, LTILayer, OutputMode, as_complex, check_layer_options,
+                           real_pair_values)
 from ssmjax.ops.hippo import hippo_legs_nplr
 from ssmjax.ops.lti import (DenseRecurrence, dense_final_state, dense_state_response, dense_step,
                             dplr_kernel, dplr_recurrence, fft_conv, input_products,
@@ -45,6 +46,21 @@ from ssmjax.ops.lti import (DenseRecurrence, dense_final_state, dense_state_resp
 
 LiquidKernel = Literal["kb", "pb"]
 LIQUID_KERNELS = ("kb", "pb")
+
+
+@dataclasses.dataclass(frozen=True)
+class HiPPOLegSVector(Deterministic):
+    """S4's ``P`` (``(H, 1, N/2, 2)``) or ``B`` (``(H, N/2, 2)``) at initialisation: HiPPO-LegS's
+    low-rank factor or input vector in its NPLR eigenbasis, one state of each conjugate pair,
+    the same in every channel, as real pairs."""
+
+    vector: Literal["P", "B"]
+
+    def values(self, shape):
+        half = shape[-2]
+        nplr = hippo_legs_nplr(2 * half)
+        vector = nplr.P if self.vector == "P" else nplr.B
+        return real_pair_values(np.broadcast_to(vector[:half], shape[:-1]))
 
 
 class _DPLRLayer(LTILayer):
@@ -60,16 +76,15 @@ class _DPLRLayer(LTILayer):
         if liquid_kernel not in LIQUID_KERNELS:
             raise ValueError(f"liquid_kernel is {liquid_kernel!r}, expected one of {LIQUID_KERNELS}")
         half = d_state // 2
-        nplr = hippo_legs_nplr(d_state)
-        tile = lambda x: np.broadcast_to(x[:half], (d_model, half))  # noqa: E731
-        self._init_spectrum(d_model, d_state, bidirectional, dtype, tile(nplr.Lambda), param_dtype,
-                            "embed", "state")
+        self._init_spectrum(d_model, d_state, bidirectional, dtype, "legs", (d_model, half),
+                            param_dtype, "embed", "state")
         self.l_max = l_max
         self.liquid_order = liquid_order
         self.liquid_kernel = liquid_kernel
-        self.P = nnx.Param(as_real_pair(tile(nplr.P)[:, None, :], param_dtype),
-                           **axes("embed", None, "state", None))
-        self.B = nnx.Param(as_real_pair(tile(nplr.B), param_dtype), **axes("embed", "state", None))
+        self.P = param(HiPPOLegSVector("P"), (d_model, 1, half, 2), "embed", None, "state", None,
+                       group="ssm", param_dtype=param_dtype)
+        self.B = param(HiPPOLegSVector("B"), (d_model, half, 2), "embed", "state", None, group="ssm",
+                       param_dtype=param_dtype)
         self._init_channel_readout_and_steps(dt_min, dt_max, param_dtype, rngs)
         self._init_skip_and_head(activation=activation, output=output, torch_init=True,
                                  param_dtype=param_dtype, rngs=rngs)
@@ -137,53 +152,44 @@ class _DPLRLayer(LTILayer):
                      + jnp.einsum("qh,qblh->blh", kernel[1, 1:, :, 0], shifted))
         return y
 
-    def __call__(self, hidden: jax.Array, *, cache: LTICache | None = None,
-                 return_cache: bool = False):
-        """``hidden: (b, L, d_model) → (b, L, d_model)``, ``L ≤ l_max``.
-
-        With ``cache``, the sequence continues from that recurrent state; with
-        ``return_cache``, also returns the state after the last position (a prefill). Both
-        need a causal layer (``bidirectional=False``).
-        """
-        hidden, u = self._sequence_input(hidden, cache, return_cache)
-        if hidden.shape[1] > self.l_max:
-            raise ValueError(f"hidden has length {hidden.shape[1]} (shape {tuple(hidden.shape)}), "
+    def _ssm(self, u, cache, lengths, return_cache):
+        if u.shape[1] > self.l_max:
+            raise ValueError(f"hidden has length {u.shape[1]} (shape {tuple(u.shape)}), "
                              f"expected at most l_max = {self.l_max}")
         history = None if cache is None else cache.history
         y = self._convolve(u, self.kernel(), history)
-        if cache is not None or return_cache:
-            recurrence = self.recurrence()
-            if cache is not None:
-                y = y + dense_state_response(recurrence.A_bar, recurrence.C_bar[0], cache.state,
-                                             u.shape[1])
-        out = self._output(y, u, hidden.dtype)
+        if cache is None and not return_cache:
+            return y, None
+        recurrence = self.recurrence()
+        if cache is not None:
+            y = y + dense_state_response(recurrence.A_bar, recurrence.C_bar[0], cache.state,
+                                         u.shape[1])
         if not return_cache:
-            return out
+            return y, None
         products = self._liquid_products(u, history)
         driven = self.liquid_order if self.liquid_kernel == "kb" else 1
         state = dense_final_state(recurrence.A_bar, recurrence.B_bar[:driven], products[:driven],
-                                  None if cache is None else cache.state)
-        return out, LTICache(state, self._next_history(u, history))
+                                  None if cache is None else cache.state, lengths=lengths)
+        return y, LTICache(state, self._next_history(u, history, lengths))
 
     # ---------------------------------------------------------------- recurrent view
 
-    def _next_history(self, u: jax.Array, history: jax.Array | None) -> jax.Array | None:
-        return next_history(u, self.liquid_order - 1, history) if self.liquid_order > 1 else None
+    def _next_history(self, u: jax.Array, history: jax.Array | None,
+                      lengths: jax.Array | None = None) -> jax.Array | None:
+        if self.liquid_order == 1:
+            return None
+        return next_history(u, self.liquid_order - 1, history, lengths=lengths)
 
-    def init_cache(self, batch_size: int, dtype: jnp.dtype | None = None) -> LTICache:
+    def _zero_cache(self, batch_size: int) -> LTICache:
         """Zero state ``(b, H, N)`` float32 and, for Liquid-S4, zero history ``(b, p − 1, H)``."""
-        del dtype  # the state is float32 whatever the compute dtype
         history = (jnp.zeros((batch_size, self.liquid_order - 1, self.d_model), jnp.float32)
                    if self.liquid_order > 1 else None)
         return LTICache(jnp.zeros((batch_size, self.d_model, self.d_state), jnp.float32), history)
 
-    def step(self, hidden_t: jax.Array, cache: LTICache, *,
-             recurrence: DenseRecurrence | None = None) -> tuple[jax.Array, LTICache]:
-        """One position: ``hidden_t: (b, d_model) → (b, d_model)`` and the next cache.
-
-        ``recurrence``: :meth:`recurrence`, computed once per sequence (recomputed if omitted).
-        """
-        hidden_t, u_t = self._step_input(hidden_t)
+    def _ssm_step(self, u_t: jax.Array, cache: LTICache, *,
+                  recurrence: DenseRecurrence | None = None) -> tuple[jax.Array, LTICache]:
+        """``recurrence``: :meth:`recurrence`, computed once per sequence and passed to every
+        :meth:`step` (recomputed if omitted)."""
         recurrence = self.recurrence() if recurrence is None else recurrence
         products = input_products(u_t[:, None], self.liquid_order, cache.history)[:, :, 0]  # (p, b, H)
         if self.liquid_kernel == "kb":
@@ -193,8 +199,7 @@ class _DPLRLayer(LTILayer):
             y, state = dense_step(DenseRecurrence(A_bar, B_bar[:1], C_bar), cache.state, products[:1])
             liquid_weights = jnp.einsum("hn,qhn->qh", C_bar[0], B_bar[1:])            # C̄ B̄^q
             y = y + jnp.einsum("qh,qbh->bh", liquid_weights, products[1:])
-        history = self._next_history(u_t[:, None], cache.history)
-        return self._output(y, u_t, hidden_t.dtype), LTICache(state, history)
+        return y, LTICache(state, self._next_history(u_t[:, None], cache.history))
 
 
 class S4(_DPLRLayer):

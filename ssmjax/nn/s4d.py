@@ -17,19 +17,17 @@ from typing import Literal
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from flax import nnx
 
-from ssmjax.nn.lti import (Activation, LTICache, LTILayer, OutputMode, as_complex, as_real_pair,
+from ssmjax.nn.initializers import ComplexConstant, param
+from ssmjax.nn.lti import (Activation, LTICache, LTILayer, OutputMode, as_complex,
                            check_layer_options)
-from ssmjax.nn.partitioning import axes
-from ssmjax.ops.hippo import s4d_inv_eigenvalues, s4d_lin_eigenvalues
 from ssmjax.ops.lti import (DiagonalDiscretization, Discretization,
                             diagonal_final_state, diagonal_state_response, diagonal_step,
                             discretize_diagonal, fft_conv, vandermonde_kernel)
 
 S4DInit = Literal["lin", "inv"]
-S4D_INITS = {"lin": s4d_lin_eigenvalues, "inv": s4d_inv_eigenvalues}
+S4D_INITS = ("lin", "inv")
 
 
 class S4D(LTILayer):
@@ -56,14 +54,13 @@ class S4D(LTILayer):
                  param_dtype: jnp.dtype = jnp.float32, rngs: nnx.Rngs):
         check_layer_options(d_state, activation, output, discretization)
         if init not in S4D_INITS:
-            raise ValueError(f"init is {init!r}, expected one of {tuple(S4D_INITS)}")
+            raise ValueError(f"init is {init!r}, expected one of {S4D_INITS}")
         half = d_state // 2
-        self._init_spectrum(d_model, d_state, bidirectional, dtype,
-                            np.broadcast_to(S4D_INITS[init](d_state), (d_model, half)),
+        self._init_spectrum(d_model, d_state, bidirectional, dtype, f"s4d_{init}", (d_model, half),
                             param_dtype, "embed", "state")
         self.discretization = discretization
-        self.B = nnx.Param(as_real_pair(jnp.ones((d_model, half), jnp.complex64), param_dtype),
-                           **axes("embed", "state", None))
+        self.B = param(ComplexConstant(1.0), (d_model, half, 2), "embed", "state", None, group="ssm",
+                       param_dtype=param_dtype)
         self._init_channel_readout_and_steps(dt_min, dt_max, param_dtype, rngs)
         self._init_skip_and_head(activation=activation, output=output, torch_init=True,
                                  param_dtype=param_dtype, rngs=rngs)
@@ -80,32 +77,24 @@ class S4D(LTILayer):
         discrete, C = self.discretized()
         return vandermonde_kernel(discrete.log_Lambda_bar, discrete.B_bar, C, length)
 
-    def __call__(self, hidden: jax.Array, *, cache: LTICache | None = None,
-                 return_cache: bool = False):
-        """``hidden: (b, L, d_model) → (b, L, d_model)``; ``cache``/``return_cache`` as
-        :class:`ssmjax.nn.MambaMixer` (causal layers only)."""
-        hidden, u = self._sequence_input(hidden, cache, return_cache)
+    def _ssm(self, u, cache, lengths, return_cache):
         length = u.shape[1]
         discrete, C = self.discretized()
         kernel = vandermonde_kernel(discrete.log_Lambda_bar, discrete.B_bar, C, length)
         y = fft_conv(u, kernel[0], kernel[1] if self.bidirectional else None)
         if cache is not None:
             y = y + diagonal_state_response(discrete.log_Lambda_bar, C[0], cache.state, length)
-        out = self._output(y, u, hidden.dtype)
         if not return_cache:
-            return out
+            return y, None
         state = diagonal_final_state(discrete.log_Lambda_bar, discrete.B_bar, u,
-                                     None if cache is None else cache.state)
-        return out, LTICache(state)
+                                     None if cache is None else cache.state, lengths=lengths)
+        return y, LTICache(state)
 
-    def init_cache(self, batch_size: int, dtype: jnp.dtype | None = None) -> LTICache:
+    def _zero_cache(self, batch_size: int) -> LTICache:
         """Zero state ``(b, H, N/2)`` complex64."""
-        del dtype  # the state is complex64 whatever the compute dtype
         return LTICache(jnp.zeros((batch_size, self.d_model, self.d_state // 2), jnp.complex64))
 
-    def step(self, hidden_t: jax.Array, cache: LTICache) -> tuple[jax.Array, LTICache]:
-        """One position: ``hidden_t: (b, d_model) → (b, d_model)`` and the next cache."""
-        hidden_t, u_t = self._step_input(hidden_t)
+    def _ssm_step(self, u_t, cache):
         discrete, C = self.discretized()
         y, state = diagonal_step(discrete.Lambda_bar, discrete.B_bar, C[0], cache.state, u_t)
-        return self._output(y, u_t, hidden_t.dtype), LTICache(state)
+        return y, LTICache(state)

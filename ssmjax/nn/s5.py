@@ -14,17 +14,61 @@ keeping one state of each conjugate pair (P/2 complex)::
 
 from __future__ import annotations
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from ssmjax.nn.initializers import Initializer, LecunNormal, param
 from ssmjax.nn.lti import (Activation, LTICache, LTILayer, OutputMode, as_complex, as_real_pair,
-                           check_layer_options, log_uniform_log_dt)
-from ssmjax.nn.partitioning import axes
+                           check_layer_options, log_uniform_steps, real_pair_values)
 from ssmjax.ops.hippo import hippo_n_blocks
 from ssmjax.ops.lti import (DiagonalDiscretization, Discretization, discretize_diagonal, s5_scan,
                             s5_step)
+
+
+@dataclasses.dataclass(frozen=True)
+class S5InputMatrix(Initializer):
+    """S5's ``B̃ᵀ = (V⁻¹ B)ᵀ`` as real pairs ``(H, P/2, 2)``: B LeCun normal, V the eigenvectors
+    of HiPPO-N in ``blocks`` blocks (kept half of each conjugate pair)."""
+
+    blocks: int
+
+    def _eigenvectors(self, shape) -> tuple[int, np.ndarray]:
+        d_state = 2 * shape[1]
+        return d_state, hippo_n_blocks(d_state, self.blocks)[1]                      # (P, P/2)
+
+    def __call__(self, key, shape, dtype=jnp.float32):
+        d_state, V = self._eigenvectors(shape)
+        B = np.asarray(LecunNormal()(key, (shape[0], d_state), jnp.float32), np.float64)  # Bᵀ
+        return as_real_pair(B @ V.conj(), dtype)
+
+    def sample(self, rng, shape):
+        d_state, V = self._eigenvectors(shape)
+        return real_pair_values(LecunNormal().sample(rng, (shape[0], d_state)) @ V.conj())
+
+
+@dataclasses.dataclass(frozen=True)
+class S5OutputMatrix(Initializer):
+    """S5's ``C̃ = C V`` per direction as real pairs ``(c, H, P/2, 2)``: C complex with real and
+    imaginary parts N(0, 1/P) (LeCun normal with fan-in P), V as :class:`S5InputMatrix`."""
+
+    blocks: int
+
+    def _transform(self, C: np.ndarray) -> np.ndarray:
+        d_state = C.shape[-2]
+        V = hippo_n_blocks(d_state, self.blocks)[1]
+        C = C / np.sqrt(d_state)
+        return (C[..., 0] + 1j * C[..., 1]) @ V                                      # (c, H, P/2)
+
+    def __call__(self, key, shape, dtype=jnp.float32):
+        full = (shape[0], shape[1], 2 * shape[2], 2)
+        return as_real_pair(self._transform(np.asarray(jax.random.normal(key, full), np.float64)), dtype)
+
+    def sample(self, rng, shape):
+        return real_pair_values(self._transform(rng.normal(0.0, 1.0, (shape[0], shape[1], 2 * shape[2], 2))))
 
 
 class S5(LTILayer):
@@ -53,20 +97,18 @@ class S5(LTILayer):
                  output: OutputMode = "half_glu", dtype: jnp.dtype | None = None,
                  param_dtype: jnp.dtype = jnp.float32, rngs: nnx.Rngs):
         check_layer_options(d_state, activation, output, discretization)
-        Lambda, V = hippo_n_blocks(d_state, blocks)                          # (P/2,), (P, P/2)
-        self._init_spectrum(d_model, d_state, bidirectional, dtype, Lambda, param_dtype, "state")
+        half = d_state // 2
+        self._init_spectrum(d_model, d_state, bidirectional, dtype, "hippo_n", (half,), param_dtype,
+                            "state", blocks=blocks)
         self.discretization = discretization
-        lecun = nnx.initializers.lecun_normal()
-        B = np.asarray(lecun(rngs.params(), (d_model, d_state), jnp.float32), np.float64)  # Bᵀ
-        self.B = nnx.Param(as_real_pair(B @ V.conj(), param_dtype), **axes("embed", "state", None))
+        options = dict(param_dtype=param_dtype, rngs=rngs)
+        self.B = param(S5InputMatrix(blocks), (d_model, half, 2), "embed", "state", None,
+                       group="ssm", **options)
         directions = 2 if bidirectional else 1
-        # C complex with real and imaginary parts N(0, 1/P): LeCun normal with fan-in P.
-        C = np.asarray(jax.random.normal(rngs.params(), (directions, d_model, d_state, 2)),
-                       np.float64) / np.sqrt(d_state)
-        C = C[..., 0] + 1j * C[..., 1]                                       # (c, H, P)
-        self.C = nnx.Param(as_real_pair(C @ V, param_dtype), **axes(None, "embed", "state", None))
-        self.log_step = nnx.Param(log_uniform_log_dt(rngs.params(), (d_state // 2,), dt_min, dt_max)
-                                  .astype(param_dtype), **axes("state"))
+        self.C = param(S5OutputMatrix(blocks), (directions, d_model, half, 2), None, "embed", "state",
+                       None, group="decay", **options)
+        self.log_step = param(log_uniform_steps(dt_min, dt_max), (half,), "state", group="ssm",
+                              **options)
         self._init_skip_and_head(activation=activation, output=output, torch_init=False,
                                  param_dtype=param_dtype, rngs=rngs)
 
@@ -77,28 +119,20 @@ class S5(LTILayer):
                                     self.discretization),
                 as_complex(self.C[...]))
 
-    def __call__(self, hidden: jax.Array, *, cache: LTICache | None = None,
-                 return_cache: bool = False):
-        """``hidden: (b, L, d_model) → (b, L, d_model)``; ``cache``/``return_cache`` as
-        :class:`ssmjax.nn.MambaMixer` (causal layers only)."""
-        hidden, u = self._sequence_input(hidden, cache, return_cache)
+    def _ssm(self, u, cache, lengths, return_cache):
         discrete, C = self.discretized()
         Lambda_bar = discrete.Lambda_bar
         y, state = s5_scan(Lambda_bar, discrete.B_bar, C[0], u,
-                           None if cache is None else cache.state)
+                           None if cache is None else cache.state, lengths=lengths)
         if self.bidirectional:
             y = y + s5_scan(Lambda_bar, discrete.B_bar, C[1], u[:, ::-1])[0][:, ::-1]
-        out = self._output(y, u, hidden.dtype)
-        return (out, LTICache(state)) if return_cache else out
+        return y, LTICache(state) if return_cache else None
 
-    def init_cache(self, batch_size: int, dtype: jnp.dtype | None = None) -> LTICache:
+    def _zero_cache(self, batch_size: int) -> LTICache:
         """Zero state ``(b, P/2)`` complex64."""
-        del dtype  # the state is complex64 whatever the compute dtype
         return LTICache(jnp.zeros((batch_size, self.d_state // 2), jnp.complex64))
 
-    def step(self, hidden_t: jax.Array, cache: LTICache) -> tuple[jax.Array, LTICache]:
-        """One position: ``hidden_t: (b, d_model) → (b, d_model)`` and the next cache."""
-        hidden_t, u_t = self._step_input(hidden_t)
+    def _ssm_step(self, u_t, cache):
         discrete, C = self.discretized()
         y, state = s5_step(discrete.Lambda_bar, discrete.B_bar, C[0], cache.state, u_t)
-        return self._output(y, u_t, hidden_t.dtype), LTICache(state)
+        return y, LTICache(state)

@@ -24,39 +24,54 @@ pre-norm (Appendix B.2, language modelling).
 
 Padding: ``mask: (b, L)`` bool, True = valid, inputs padded at the end. Padded positions
 never reach a valid output: they take no part in the times, the neighbours or the
-compressed lengths; every branch's inner SSM sees zeros in their place (causal SSMs
-ignore what comes after anyway; the bidirectional LTI layers are linear in their input
-before their position-wise head, so zeros add nothing); BatchNorm statistics skip them;
-outputs there are zero.
+compressed lengths; every branch's inner SSM is a
+:class:`~ssmjax.nn.protocols.SequenceMixer` and gets the mask of its own sequence (the
+block's for the base branch, the valid grid points for a resampled one), so it never reads
+padding either; BatchNorm statistics skip them; outputs there are zero.
+
+The block is not causal (the resampling reads neighbours on both sides in time): it has no
+recurrent form and refuses ``cache``, ``return_cache``, ``init_cache`` and ``step``.
+
+Optimiser groups: the projections' and maps' weights are ``"decay"`` and their biases
+``"no_decay"``, as everywhere. The Δ projection of (13) is SeRpEnt's selective step, the
+counterpart of Mamba's Δ projection, and is grouped as that one: its weight ``"decay"``,
+its bias (the offset b, like Mamba's Δ bias) ``"no_decay"``. The Gaussian means of (12b)
+are positions on the axis of time differences, not weights: decay would pull every centre
+towards a zero difference and narrow the basis, so they are ``"no_decay"``. None is
+``"ssm"``: the resampling has no state space, and its maps learn at the rate of the
+weights around them. BatchNorm's scale and bias are ``"no_decay"``.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, Literal, Mapping, Sequence
+from typing import Any, Callable, Literal, Mapping, NoReturn, Sequence
 
 import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from ssmjax.nn.mamba import MambaMixer, torch_default_init
+from ssmjax.nn.initializers import ONES, ZEROS, Constant, FanInUniform, Uniform, linear, param
+from ssmjax.nn.mamba import MambaMixer
 from ssmjax.nn.norm import RMSNorm
 from ssmjax.nn.partitioning import LOGICAL_AXES, axes
+from ssmjax.nn.protocols import SequenceMixer, check_call, check_sequence, not_causal, sequence_lengths
 from ssmjax.ops.resample import (SEARCH_METHODS, ResamplingPlan, compress, compressed_length,
                                  decompress, knn_decompress, lengths_from_mask, resampling_plan,
                                  time_intervals, valid_mask)
 
 Norm = Literal["batch", "rms", "none"]
 NORMS = ("batch", "rms", "none")
+NOT_CAUSAL = "its resampling reads neighbours on both sides in time"
 
-InnerSSMFactory = Callable[..., nnx.Module]
-"""``factory(d_model, *, max_length, dtype, param_dtype, rngs, **kwargs)`` → a layer
-``(b, l, d_model) → (b, l, d_model)``; ``max_length`` is the longest sequence it will see
-(``None`` when the block was built without ``l_max``)."""
+InnerSSMFactory = Callable[..., SequenceMixer]
+"""``factory(d_model, *, max_length, dtype, param_dtype, rngs, **kwargs)`` → a
+:class:`~ssmjax.nn.protocols.SequenceMixer` of width ``d_model``; ``max_length`` is the
+longest sequence it will see (``None`` when the block was built without ``l_max``)."""
 
 
 def _mamba(d_model: int, *, max_length: int | None, dtype, param_dtype, rngs: nnx.Rngs,
-           **kwargs) -> nnx.Module:
+           **kwargs) -> SequenceMixer:
     del max_length  # any length
     return MambaMixer(d_model, dtype=dtype, param_dtype=param_dtype, rngs=rngs, **kwargs)
 
@@ -70,28 +85,28 @@ def _needs_length(name: str, max_length: int | None) -> int:
 
 # The LTI layers are imported when chosen, so that a Mamba-only block does not depend on them.
 def _s4(d_model: int, *, max_length: int | None, dtype, param_dtype, rngs: nnx.Rngs,
-        **kwargs) -> nnx.Module:
+        **kwargs) -> SequenceMixer:
     from ssmjax.nn.s4 import S4
     return S4(d_model, l_max=_needs_length("s4", max_length), dtype=dtype,
               param_dtype=param_dtype, rngs=rngs, **kwargs)
 
 
 def _liquid_s4(d_model: int, *, max_length: int | None, dtype, param_dtype, rngs: nnx.Rngs,
-               **kwargs) -> nnx.Module:
+               **kwargs) -> SequenceMixer:
     from ssmjax.nn.s4 import LiquidS4
     return LiquidS4(d_model, l_max=_needs_length("liquid_s4", max_length), dtype=dtype,
                     param_dtype=param_dtype, rngs=rngs, **kwargs)
 
 
 def _s4d(d_model: int, *, max_length: int | None, dtype, param_dtype, rngs: nnx.Rngs,
-         **kwargs) -> nnx.Module:
+         **kwargs) -> SequenceMixer:
     from ssmjax.nn.s4d import S4D
     del max_length
     return S4D(d_model, dtype=dtype, param_dtype=param_dtype, rngs=rngs, **kwargs)
 
 
 def _s5(d_model: int, *, max_length: int | None, dtype, param_dtype, rngs: nnx.Rngs,
-        **kwargs) -> nnx.Module:
+        **kwargs) -> SequenceMixer:
     from ssmjax.nn.s5 import S5
     del max_length
     return S5(d_model, dtype=dtype, param_dtype=param_dtype, rngs=rngs, **kwargs)
@@ -110,20 +125,13 @@ def register_inner_ssm(name: str, factory: InnerSSMFactory, *, overwrite: bool =
 
 def make_inner_ssm(name: str, d_model: int, *, max_length: int | None = None,
                    dtype: jnp.dtype | None = None, param_dtype: jnp.dtype = jnp.float32,
-                   rngs: nnx.Rngs, **kwargs: Any) -> nnx.Module:
+                   rngs: nnx.Rngs, **kwargs: Any) -> SequenceMixer:
     """The inner SSM ``name`` of width ``d_model``; ``kwargs`` go to its constructor."""
     if name not in INNER_SSMS:
         raise ValueError(f"ssm is {name!r}, expected one of {sorted(INNER_SSMS)} "
                          "(or register one with register_inner_ssm)")
     return INNER_SSMS[name](d_model, max_length=max_length, dtype=dtype,
                             param_dtype=param_dtype, rngs=rngs, **kwargs)
-
-
-def _uniform(bound: float):
-    def init(key: jax.Array, shape: tuple[int, ...], dtype: jnp.dtype = jnp.float32) -> jax.Array:
-        return jax.random.uniform(key, shape, dtype, -bound, bound)
-
-    return init
 
 
 def default_basis_gamma(span: float, num_basis: int) -> float:
@@ -142,13 +150,13 @@ class _KNNMap(nnx.Module):
     def __init__(self, d_in: int, d_out: int, *, window: int, num_basis: int, span: float,
                  gamma: float | None, param_dtype: jnp.dtype, rngs: nnx.Rngs):
         self.gamma = float(gamma) if gamma is not None else default_basis_gamma(span, num_basis)
+        options = dict(param_dtype=param_dtype, rngs=rngs)
         # Random means, learnable (§4.2), over the range the time differences can take.
-        self.means = nnx.Param(_uniform(span)(rngs.params(), (num_basis,), param_dtype),
-                               **axes(None))
-        bound = 1.0 / math.sqrt(window * (d_in + num_basis))
-        self.kernel = nnx.Param(_uniform(bound)(rngs.params(), (window, d_in + num_basis, d_out),
-                                                param_dtype), **axes(None, None, "embed"))
-        self.bias = nnx.Param(_uniform(bound)(rngs.params(), (d_out,), param_dtype), **axes("embed"))
+        self.means = param(Uniform.symmetric(span), (num_basis,), None, group="no_decay", **options)
+        bound = Uniform.symmetric(1.0 / math.sqrt(window * (d_in + num_basis)))
+        self.kernel = param(bound, (window, d_in + num_basis, d_out), None, None, "embed",
+                            group="decay", **options)
+        self.bias = param(bound, (d_out,), "embed", group="no_decay", **options)
 
     def arguments(self) -> dict[str, Any]:
         return dict(means=self.means[...], width=self.gamma, kernel=self.kernel[...],
@@ -159,18 +167,17 @@ class BaseBranch(nnx.Module):
     """The branch without resampling: a position-wise linear map to the branch width and the
     inner SSM on the whole sequence. ``(b, L, d_model) → (b, L, d_branch)``."""
 
-    def __init__(self, d_model: int, d_branch: int, inner: nnx.Module, *,
+    def __init__(self, d_model: int, d_branch: int, inner: SequenceMixer, *,
                  dtype: jnp.dtype | None, param_dtype: jnp.dtype, rngs: nnx.Rngs):
-        self.proj = nnx.Linear(d_model, d_branch, kernel_init=torch_default_init,
-                               bias_init=_uniform(1.0 / math.sqrt(d_model)),
-                               kernel_metadata=axes("embed", None), bias_metadata=axes(None),
-                               dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+        self.proj = linear(d_model, d_branch, kernel_init=FanInUniform(), kernel_axes=("embed", None),
+                           bias_init=Uniform.symmetric(1.0 / math.sqrt(d_model)), dtype=dtype,
+                           param_dtype=param_dtype, rngs=rngs)
         self.inner = inner
 
-    def __call__(self, x: jax.Array, valid: jax.Array) -> jax.Array:
-        """``x: (b, L, d_model)``, ``valid: (b, L)`` bool → ``(b, L, d_branch)``."""
-        keep = valid[..., None]
-        return jnp.where(keep, self.inner(jnp.where(keep, self.proj(x), 0)), 0)
+    def __call__(self, x: jax.Array, mask: jax.Array | None) -> jax.Array:
+        """``x: (b, L, d_model)``, ``mask: (b, L)`` bool or None → ``(b, L, d_branch)``, zero
+        at padded positions."""
+        return self.inner(self.proj(x), mask=mask)[0]
 
 
 class ResampledBranch(nnx.Module):
@@ -180,7 +187,7 @@ class ResampledBranch(nnx.Module):
 
     Args:
         d_model, d_branch: input width and this branch's width.
-        inner: the SSM, ``(b, L', d_branch) → (b, L', d_branch)``.
+        inner: the SSM, a SequenceMixer ``(b, L', d_branch) → (b, L', d_branch)``.
         rate: κ ≥ 1; L' = ⌈L/κ⌉.
         window: k, input neighbours of each grid point.
         num_basis: m, Gaussians per time difference (12b).
@@ -192,7 +199,7 @@ class ResampledBranch(nnx.Module):
         search_method: ``jnp.searchsorted`` method for the neighbour search.
     """
 
-    def __init__(self, d_model: int, d_branch: int, inner: nnx.Module, *, rate: float,
+    def __init__(self, d_model: int, d_branch: int, inner: SequenceMixer, *, rate: float,
                  window: int, num_basis: int, basis_gamma: float | None, decompress_window: int,
                  delta_bias_init: float, search_method: str, dtype: jnp.dtype | None,
                  param_dtype: jnp.dtype, rngs: nnx.Rngs):
@@ -201,10 +208,9 @@ class ResampledBranch(nnx.Module):
         self.decompress_window = decompress_window
         self.search_method = search_method
         self.dtype = dtype
-        self.delta_proj = nnx.Linear(d_model, 1, kernel_init=torch_default_init,
-                                     bias_init=nnx.initializers.constant(delta_bias_init),
-                                     kernel_metadata=axes("embed", None), bias_metadata=axes(None),
-                                     param_dtype=param_dtype, rngs=rngs)
+        self.delta_proj = linear(d_model, 1, kernel_init=FanInUniform(), kernel_axes=("embed", None),
+                                 bias_init=Constant(float(delta_bias_init)), param_dtype=param_dtype,
+                                 rngs=rngs)
         self.compression = _KNNMap(d_model, d_branch, window=window, num_basis=num_basis,
                                    span=window / (2.0 * rate), gamma=basis_gamma,
                                    param_dtype=param_dtype, rngs=rngs)
@@ -226,7 +232,7 @@ class ResampledBranch(nnx.Module):
         plan = self.plan(x, mask)
         compressed = compress(x.astype(self.dtype or x.dtype), plan,
                               **self.compression.arguments())
-        out = self.inner(compressed)
+        out, _ = self.inner(compressed, mask=plan.compressed_mask)
         if self.decompression is None:
             return decompress(out, plan)
         return knn_decompress(out, plan, window=self.decompress_window,
@@ -234,7 +240,8 @@ class ResampledBranch(nnx.Module):
 
 
 class SeRpEntBlock(nnx.Module):
-    """SeRpEnt block: ``(b, L, d_model) → (b, L, d_model)``, with an optional padding mask.
+    """SeRpEnt block: ``(b, L, d_model) → (b, L, d_model)``, with an optional padding mask; a
+    :class:`~ssmjax.nn.protocols.SequenceMixer` that is not causal.
 
     Args:
         d_model: width; split evenly between the branches (it must divide).
@@ -257,6 +264,8 @@ class SeRpEntBlock(nnx.Module):
     In training, a BatchNorm block uses batch statistics over the valid positions and
     updates its running averages; ``block.eval()`` switches it to the running averages.
     """
+
+    causal = False
 
     def __init__(self, d_model: int, *, compression_rates: Sequence[float] = (2.0, 4.0),
                  base_branch: bool = True, window: int = 5, num_basis: int = 16,
@@ -295,7 +304,7 @@ class SeRpEntBlock(nnx.Module):
         ssm_kwargs = dict(ssm_kwargs or {})
         common = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
 
-        def inner(max_length: int | None) -> nnx.Module:
+        def inner(max_length: int | None) -> SequenceMixer:
             return make_inner_ssm(ssm, self.d_branch, max_length=max_length, **common, **ssm_kwargs)
 
         self.base = BaseBranch(d_model, self.d_branch, inner(l_max), **common) if base_branch else None
@@ -309,7 +318,9 @@ class SeRpEntBlock(nnx.Module):
             for rate in rates])
         if norm == "batch":
             self.norm = nnx.BatchNorm(d_model, momentum=batch_norm_momentum, epsilon=norm_eps,
-                                      scale_metadata=axes("embed"), bias_metadata=axes("embed"),
+                                      scale_init=ONES, bias_init=ZEROS,
+                                      scale_metadata=axes("embed", group="no_decay", init=ONES),
+                                      bias_metadata=axes("embed", group="no_decay", init=ZEROS),
                                       **common)
             for statistic in (self.norm.mean, self.norm.var):
                 statistic.set_metadata(**{LOGICAL_AXES: ("embed",)})
@@ -318,44 +329,52 @@ class SeRpEntBlock(nnx.Module):
         else:
             self.norm = None
 
-    def _check(self, hidden: jax.Array, mask: jax.Array | None) -> None:
-        if hidden.ndim != 3 or hidden.shape[-1] != self.d_model:
-            raise ValueError(f"hidden has shape {tuple(hidden.shape)}, expected (batch, length, "
-                             f"{self.d_model})")
-        if mask is not None and mask.shape != hidden.shape[:2]:
-            raise ValueError(f"mask has shape {tuple(mask.shape)}, expected (batch, length) = "
-                             f"{tuple(hidden.shape[:2])} for hidden of shape {tuple(hidden.shape)}")
-
     def _branch_input(self, hidden: jax.Array, valid: jax.Array) -> jax.Array:
         x = jnp.where(valid[..., None], hidden, 0)
         if self.norm_kind == "rms":
             x = self.norm(x)
         return x.astype(self.dtype) if self.dtype is not None else x
 
-    def __call__(self, hidden: jax.Array, *, mask: jax.Array | None = None) -> jax.Array:
-        """``hidden: (b, L, d_model)``, ``mask: (b, L)`` bool (True = valid, padding at the
-        end) → ``(b, L, d_model)``, zero at padded positions."""
-        self._check(hidden, mask)
+    def _valid(self, hidden: jax.Array, mask: jax.Array | None) -> tuple[jax.Array, jax.Array | None]:
+        """``(valid (b, L) bool, the branches' mask)``: the valid prefix of each row (a mask with
+        holes counts as ending at its first False), and None for the branches without a mask."""
         batch, length, _ = hidden.shape
         valid = valid_mask(lengths_from_mask(mask, batch, length), length)
-        # Branches see only the valid prefix: a mask with holes counts as ending at its first False.
-        branch_mask = None if mask is None else valid
+        return valid, None if mask is None else valid
+
+    def __call__(self, hidden: jax.Array, *, mask: jax.Array | None = None,
+                 segment_ids: jax.Array | None = None, cache: None = None,
+                 return_cache: bool = False) -> tuple[jax.Array, None]:
+        """``hidden: (b, L, d_model)``, ``mask: (b, L)`` bool (True = valid, padding at the
+        end) → ``((b, L, d_model), None)``, zero at padded positions. ``cache`` and
+        ``return_cache`` are refused: the block is not causal."""
+        check_call(self, hidden, mask=mask, segment_ids=segment_ids, cache=cache,
+                   return_cache=return_cache, why_not_causal=NOT_CAUSAL)
+        valid, branch_mask = self._valid(hidden, mask)
         x = self._branch_input(hidden, valid)
-        outputs = [] if self.base is None else [self.base(x, valid)]
+        outputs = [] if self.base is None else [self.base(x, branch_mask)]
         outputs += [branch(x, branch_mask) for branch in self.resampled]
         residual = jnp.where(valid[..., None], hidden, 0)
         out = residual + jnp.concatenate(outputs, axis=-1).astype(hidden.dtype)
         if self.norm_kind == "batch":
             out = self.norm(out, mask=jnp.broadcast_to(valid[..., None], out.shape)).astype(hidden.dtype)
-        return jnp.where(valid[..., None], out, 0)
+        return jnp.where(valid[..., None], out, 0), None
+
+    def init_cache(self, batch_size: int, dtype: jnp.dtype | None = None) -> NoReturn:
+        """Refused: the block has no recurrent form."""
+        raise not_causal("init_cache", self, NOT_CAUSAL)
+
+    def step(self, hidden_t: jax.Array, cache: Any, **hooks: Any) -> NoReturn:
+        """Refused: the block has no recurrent form."""
+        raise not_causal("step", self, NOT_CAUSAL)
 
     def resampling_plans(self, hidden: jax.Array, *,
                          mask: jax.Array | None = None) -> tuple[ResamplingPlan, ...]:
         """For visualisation: each resampled branch's :class:`~ssmjax.ops.resample.ResamplingPlan`
         (Δ, times, grid, compressed lengths, neighbours of each grid point, grid point of each
         input), in the order of ``compression_rates``."""
-        self._check(hidden, mask)
-        batch, length, _ = hidden.shape
-        valid = valid_mask(lengths_from_mask(mask, batch, length), length)
+        check_sequence(hidden, self.d_model)
+        sequence_lengths(mask, hidden)
+        valid, branch_mask = self._valid(hidden, mask)
         x = self._branch_input(hidden, valid)
-        return tuple(branch.plan(x, None if mask is None else valid) for branch in self.resampled)
+        return tuple(branch.plan(x, branch_mask) for branch in self.resampled)

@@ -5,7 +5,7 @@ import dataclasses
 import numpy as np
 import pytest
 
-from ssmjax.convert import (CheckpointError, config_from_dict, config_to_dict, detect_format,
+from ssmjax.convert import (ConversionError, config_from_dict, config_to_dict, detect_format,
                             model_from_params, model_params, params_to_state_dict, random_params,
                             state_dict_to_params, tensor_specs)
 from ssmjax.models import MambaConfig
@@ -71,24 +71,24 @@ def test_tied_heads_list_no_head_tensor():
 ])
 def test_unsupported_mamba_ssm_configs_are_refused(change, message):
     written = {**config_to_dict(CONFIG, "mamba_ssm"), **change}
-    with pytest.raises(CheckpointError, match=message):
+    with pytest.raises(ConversionError, match=message):
         config_from_dict(written, "mamba_ssm")
 
 
 def test_unsupported_transformers_configs_are_refused():
     written = config_to_dict(CONFIG, "hf")
-    with pytest.raises(CheckpointError, match="intermediate_size is 50, expected expand"):
+    with pytest.raises(ConversionError, match="intermediate_size is 50, expected expand"):
         config_from_dict({**written, "intermediate_size": 50})
-    with pytest.raises(CheckpointError, match="hidden_act is 'gelu'"):
+    with pytest.raises(ConversionError, match="hidden_act is 'gelu'"):
         config_from_dict({**written, "hidden_act": "gelu"})
-    with pytest.raises(CheckpointError, match="model_type 'mamba2' is not Mamba-1"):
+    with pytest.raises(ConversionError, match="model_type 'mamba2' is not Mamba-1"):
         detect_format({"model_type": "mamba2", "hidden_size": 8})
 
 
 def test_wrong_parameters_are_named():
     params = random_params(CONFIG, seed=1)
     params["layers.0.mixer.D"] = params["layers.0.mixer.D"][:5]
-    with pytest.raises(CheckpointError, match=r"layers\.0\.mixer\.D has shape \(5,\), expected \(72,\)"):
+    with pytest.raises(ConversionError, match=r"layers\.0\.mixer\.D has shape \(5,\), expected \(72,\)"):
         model_from_params(CONFIG, params)
 
 
@@ -100,3 +100,23 @@ def test_only_mamba_mixers_export_to_pytorch_formats():
     with pytest.raises(ValueError, match="config.mixer is 's6': only 'mamba' models have a hf format"):
         config_to_dict(config, "hf")
     assert config_to_dict(config, "ssmjax")
+
+
+@pytest.mark.parametrize("mixer, extra", [("mamba", {}), ("s4", {"l_max": 8}),
+                                          ("serpent_mamba", {"serpent_compression_rates": (2.0,)})])
+def test_random_params_fill_every_mixer_from_the_modules_own_initialisers(mixer, extra):
+    """random_params draws each parameter with the initialiser in its metadata, so every
+    mixer's model loads them; the parameters that are not random are the module's own."""
+    config = MambaConfig(d_model=12, n_layer=1, vocab_size=19, d_state=4, mixer=mixer, **extra)
+    params = random_params(config, seed=3)
+    model = model_from_params(config, params)
+    assert sorted(model_params(model)) == sorted(params)
+    again, other = random_params(config, seed=3), random_params(config, seed=4)
+    assert all(np.array_equal(again[name], value) for name, value in params.items())
+    assert not all(np.array_equal(other[name], value) for name, value in params.items())
+    np.testing.assert_array_equal(params["layers.0.norm.weight"], 1.0)  # RMSNorm's, in every mixer
+    if mixer == "mamba":
+        np.testing.assert_allclose(np.exp(params["layers.0.mixer.A_log"]), np.tile(np.arange(1, 5), (24, 1)),
+                                   rtol=1e-6)
+    if mixer != "serpent_mamba":  # the most costly forward to compile; loading is what counts
+        assert np.all(np.isfinite(np.asarray(model(np.zeros((1, 5), np.int32)))))

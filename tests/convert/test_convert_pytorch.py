@@ -13,7 +13,7 @@ transformers = pytest.importorskip("transformers")
 pytest.importorskip("safetensors")
 
 from conftest import relative_error  # noqa: E402
-from ssmjax.convert import (CheckpointError, load_pretrained, model_params,  # noqa: E402
+from ssmjax.convert import (ConversionError, load_pretrained, model_params,  # noqa: E402
                             read_state_dict, save_pretrained)
 from ssmjax.generate import SamplingConfig, generate  # noqa: E402
 
@@ -184,25 +184,25 @@ def test_broken_checkpoints_are_named(hf_model, tmp_path):
 
     good = dict(hf_model.state_dict())
     write({k: v for k, v in good.items() if k != "backbone.layers.1.mixer.D"})
-    with pytest.raises(CheckpointError, match=r"missing tensors: backbone\.layers\.1\.mixer\.D"):
+    with pytest.raises(ConversionError, match=r"missing tensors: backbone\.layers\.1\.mixer\.D"):
         load_pretrained(tmp_path)
     write({**good, "backbone.layers.0.mixer.extra": torch.zeros(3)})
-    with pytest.raises(CheckpointError, match=r"unexpected tensors: backbone\.layers\.0\.mixer\.extra"):
+    with pytest.raises(ConversionError, match=r"unexpected tensors: backbone\.layers\.0\.mixer\.extra"):
         load_pretrained(tmp_path)
     write({**good, "backbone.layers.0.mixer.x_proj.weight": good["backbone.layers.0.mixer.x_proj.weight"].T})
-    with pytest.raises(CheckpointError, match=r"backbone\.layers\.0\.mixer\.x_proj\.weight has shape "
+    with pytest.raises(ConversionError, match=r"backbone\.layers\.0\.mixer\.x_proj\.weight has shape "
                                               r"\(64, 18\), expected \(18, 64\)"):
         load_pretrained(tmp_path)
     write(good, {**hf_model.config.to_dict(), "state_size": 16})
-    with pytest.raises(CheckpointError, match=r"A_log has shape \(64, 8\), expected \(64, 16\) "
+    with pytest.raises(ConversionError, match=r"A_log has shape \(64, 8\), expected \(64, 16\) "
                                               r"\(d_inner, d_state\)"):
         load_pretrained(tmp_path)
     write({**good, "lm_head.weight": good["lm_head.weight"] + 1})
-    with pytest.raises(CheckpointError, match="ties the LM head to the embedding, but lm_head.weight"):
+    with pytest.raises(ConversionError, match="ties the LM head to the embedding, but lm_head.weight"):
         load_pretrained(tmp_path)
     mamba_ssm_names = {k.replace("embeddings", "embedding"): v for k, v in good.items()}
     write(mamba_ssm_names)
-    with pytest.raises(CheckpointError, match=r"names of the mamba_ssm format\?"):
+    with pytest.raises(ConversionError, match=r"names of the mamba_ssm format\?"):
         load_pretrained(tmp_path)
 
 

@@ -112,3 +112,33 @@ def test_config_and_inputs_are_checked():
         model(jnp.zeros((4,), jnp.int32))
     with pytest.raises(ValueError, match=r"input_ids has shape \(2, 3\) and dtype float32"):
         model(jnp.zeros((2, 3)))
+
+
+@pytest.mark.parametrize("mixer, extra", [("mamba", {}), ("s4", {"l_max": 9})])
+def test_masked_prefill_of_prompts_of_different_lengths_continues_each_prompt(mixer, extra):
+    """One masked call prefills prompts of lengths 8, 5 and 2; each row's logits are its own
+    prompt's (zero past it), and a step from the cache continues each prompt as if alone."""
+    config = MambaConfig(d_model=16, n_layer=2, vocab_size=23, d_state=4, mixer=mixer, **extra)
+    model = MambaLM(config, rngs=nnx.Rngs(9))
+    lengths = np.array([8, 5, 2])
+    ids = jax.random.randint(jax.random.key(10), (3, 8), 0, 23)
+    mask = jnp.arange(8) < jnp.asarray(lengths)[:, None]
+    logits, cache = model(ids, mask=mask, return_cache=True)
+    next_ids = jnp.asarray([3, 7, 11])
+    next_logits, _ = model.step(next_ids, cache)
+    forward = nnx.jit(lambda model, ids: model(ids))
+    for row, length in enumerate(lengths):
+        alone = forward(model, jnp.concatenate([ids[row:row + 1, :length], next_ids[row:row + 1, None]], 1))
+        assert relative_error(logits[row, :length], alone[0, :length]) < 1e-5, row
+        # S4's step view reads C̄ = C̃ (I − Ā^L)⁻¹ from a solve: a few 1e-6 more rounding.
+        assert relative_error(next_logits[row], alone[0, length]) < 3e-5, row
+    assert np.all(np.asarray(logits)[~np.asarray(mask)] == 0)
+
+
+def test_model_refuses_packed_sequences_and_caches_of_the_wrong_depth():
+    model = MambaLM(MambaConfig(d_model=16, n_layer=2, vocab_size=11), rngs=nnx.Rngs(0))
+    ids = jnp.zeros((2, 3), jnp.int32)
+    with pytest.raises(ValueError, match=r"segment_ids has shape \(2, 3\), expected None"):
+        model(ids, segment_ids=jnp.zeros((2, 3), jnp.int32))
+    with pytest.raises(ValueError, match=r"cache has 1 layers, expected one per layer \(2\)"):
+        model(ids, cache=model.init_cache(2)[:1])

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from conftest import TOLERANCE, relative_error
-from ssmjax.nn.lti import LTICache, log_uniform_log_dt
+from conftest import TOLERANCE, compiled_module, real_view, relative_error
+from ssmjax.nn.lti import LTICache, log_uniform_steps
 from ssmjax.nn.s4 import S4, LiquidS4
 from ssmjax.nn.s4d import S4D
 from ssmjax.nn.s5 import S5
@@ -23,16 +23,6 @@ BATCH, LENGTH, WIDTH, STATE, L_MAX = 2, 8, 3, 6, 8
 F32 = TOLERANCE[jnp.float32]
 
 HEADLESS = dict(activation=None, output="none")
-# Each test program runs once, on tiny shapes: compile time is what these tests spend, and
-# XLA's cheapest backend optimisation compiles them about a third faster.
-FAST_COMPILE = {"xla_backend_optimization_level": 0, "xla_llvm_disable_expensive_passes": True}
-
-
-def compiled(fn):
-    """``fn(layer, *args)`` jitted with FAST_COMPILE (the layer passed as graph and state)."""
-    jitted = jax.jit(lambda graphdef, state, *args: fn(nnx.merge(graphdef, state), *args),
-                     static_argnums=0, compiler_options=FAST_COMPILE)
-    return lambda layer, *args: jitted(*nnx.split(layer), *args)
 
 
 def full(x):
@@ -179,13 +169,13 @@ def run_steps(layer, x):
     return jnp.swapaxes(outs, 0, 1), cache
 
 
-@compiled
+@compiled_module
 def both_views(layer, x, weights):
     """Outputs and parameter gradients of ``Σ weights · out`` by both views; a prefill of the
     first 3 positions continued by a parallel pass over the rest, with its final cache."""
 
     def conv_loss(layer):
-        out = layer(x)
+        out, _ = layer(x)
         return jnp.sum(out * weights), out
 
     def step_loss(layer):
@@ -199,8 +189,8 @@ def both_views(layer, x, weights):
     return conv, conv_grads, steps, step_cache, step_grads, continued, continued_cache
 
 
-forward = compiled(lambda layer, x: layer(x))
-first_step = compiled(lambda layer, x_t: layer.step(x_t, layer.init_cache(x_t.shape[0])))
+forward = compiled_module(lambda layer, x: layer(x)[0])
+first_step = compiled_module(lambda layer, x_t: layer.step(x_t, layer.init_cache(x_t.shape[0])))
 
 
 CAUSAL = {
@@ -238,8 +228,7 @@ def test_views_equal_the_float64_recurrence_and_each_other(name):
     assert relative_error(conv, expected) < F32
     assert relative_error(steps, expected) < F32
     assert relative_error(continued, expected[:, 3:]) < F32
-    state = lambda cache: np.stack([np.real(cache.state), np.imag(cache.state)])  # noqa: E731
-    assert relative_error(state(continued_cache), state(step_cache)) < F32
+    assert relative_error(real_view(continued_cache.state), real_view(step_cache.state)) < F32
     if isinstance(layer, LiquidS4):
         np.testing.assert_allclose(continued_cache.history, x[:, -(layer.liquid_order - 1):])
         np.testing.assert_allclose(step_cache.history, x[:, -(layer.liquid_order - 1):])
@@ -317,7 +306,7 @@ def test_initialisation_follows_the_papers():
     for log_dt in (s4.log_dt, s4d.log_dt, s5.log_step):
         dt = np.exp(np.asarray(log_dt[...]))
         assert dt.min() >= 0.001 * (1 - 1e-5) and dt.max() <= 0.1 * (1 + 1e-5)
-    log_dt = np.asarray(log_uniform_log_dt(jax.random.key(1), (1000,), 0.001, 0.1))
+    log_dt = np.asarray(log_uniform_steps(0.001, 0.1)(jax.random.key(1), (1000,)))
     assert log_dt.min() < math.log(0.0012) and log_dt.max() > math.log(0.08)  # the whole log range
     assert abs(np.mean(log_dt) - math.log(0.01)) < 0.2
     assert s4.head.proj.kernel[...].shape == (WIDTH, 2 * WIDTH)  # GLU: d → 2d

@@ -32,7 +32,7 @@ def inputs(batch=3, seed=0):
 def jitted_apply(block):
     """``(state, x, mask) → out`` on a merged copy (BatchNorm's statistic updates are dropped)."""
     graphdef, state = nnx.split(block)
-    return state, jax.jit(lambda state, x, mask: nnx.merge(graphdef, state)(x, mask=mask))
+    return state, jax.jit(lambda state, x, mask: nnx.merge(graphdef, state)(x, mask=mask)[0])
 
 
 @pytest.fixture(scope="module")
@@ -130,7 +130,7 @@ def test_sharded_train_step_updates_every_branch():
         block, optimizer = nnx.merge(graphdef, state)
 
         def loss_fn(block):
-            out = block(batch["x"], mask=batch["mask"])
+            out, _ = block(batch["x"], mask=batch["mask"])
             return jnp.sum(jnp.where(batch["mask"][..., None], out - batch["target"], 0) ** 2)
 
         loss, grads = nnx.value_and_grad(loss_fn)(block)

@@ -6,12 +6,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from conftest import TOLERANCE, relative_error
+from conftest import FAST_COMPILE, TOLERANCE, real_view, relative_error
 from ssmjax.ops import hippo, lti
 
-# One XLA program per op beats op-by-op dispatch on a busy CPU; the programs run once on tiny
-# shapes, so the cheapest backend optimisation (a third less compile time) is the right one.
-FAST_COMPILE = {"xla_backend_optimization_level": 0, "xla_llvm_disable_expensive_passes": True}
+# One XLA program per op beats op-by-op dispatch on a busy CPU (FAST_COMPILE: see conftest).
 
 
 def compiled(fn, static_argnums=()):
@@ -347,3 +345,71 @@ def test_liquid_input_vectors_discretise_to_powers_of_B_bar(rank):
         for q in range(3):
             discretised = np.einsum("hij,hj->hi", B_map, full(np.asarray(vectors[q])))
             assert relative_error(as_real(discretised), as_real(B_bar ** (q + 1))) < 1e-12
+
+
+# ------------------------------------------------- states after each row's valid prefix
+
+
+LENGTHS = np.array([6, 3, 0, 1])
+
+
+def prefix_loop(step, state, inputs, lengths):
+    """``state`` advanced by ``step(state, input_k)`` over each row's first ``lengths[i]``
+    inputs: a float64 loop over rows and time; ``inputs: (b, L, ...)`` time-major per row."""
+    finals = []
+    for row, length in enumerate(lengths):
+        x = state[row]
+        for k in range(length):
+            x = step(x, inputs[row, k])
+        finals.append(x)
+    return np.stack(finals)
+
+
+def test_right_align_moves_each_valid_prefix_to_the_end():
+    x = np.arange(1, 2 * 4 * 1 + 1, dtype=np.float32).reshape(2, 4, 1)
+    aligned = lti.right_align(jnp.asarray(x), jnp.asarray([3, 1]))[..., 0]
+    np.testing.assert_array_equal(aligned, [[0, 1, 2, 3], [0, 0, 0, 5]])
+
+
+def test_final_states_stop_at_each_rows_length():
+    """diagonal_final_state, dense_final_state (and dense_power_apply), s5_scan and
+    next_history with ``lengths`` against float64 loops that stop there."""
+    rng = np.random.default_rng(8)
+    batch, length, channels, n = len(LENGTHS), 6, 3, 4
+    lengths = jnp.asarray(LENGTHS, jnp.int32)
+    u = rng.normal(size=(batch, length, channels))
+    with jax.enable_x64(True):
+        log_Lambda_bar = -rng.uniform(0.05, 0.5, (channels, n)) + 1j * rng.uniform(-2, 2, (channels, n))
+        B_bar, x0 = complex_normal(rng, channels, n), complex_normal(rng, batch, channels, n)
+        diagonal = compiled(lti.diagonal_final_state)(*map(jnp.asarray, (log_Lambda_bar, B_bar, u, x0)),
+                                                      lengths=lengths)
+        expected = prefix_loop(lambda x, u_k: np.exp(log_Lambda_bar) * x + B_bar * u_k[:, None], x0, u, LENGTHS)
+        assert relative_error(real_view(diagonal), real_view(expected)) < 1e-12
+
+        A = rng.normal(size=(channels, n, n)) * 0.4
+        B, inputs = rng.normal(size=(2, channels, n)), rng.normal(size=(2, batch, length, channels))
+        y0 = rng.normal(size=(batch, channels, n))
+        dense = compiled(lti.dense_final_state)(*map(jnp.asarray, (A, B, inputs, y0)), lengths=lengths)
+        expected = prefix_loop(lambda x, v: np.einsum("hij,hj->hi", A, x) + np.einsum("mhi,mh->hi", B, v),
+                               y0, np.moveaxis(inputs, 0, 2), LENGTHS)
+        assert relative_error(dense, expected) < 1e-12
+        powered = lti.dense_power_apply(jnp.asarray(A), jnp.asarray(y0), lengths, length)
+        expected = [np.einsum("hij,hj->hi", np.linalg.matrix_power(A, k), y0[row]) for row, k in enumerate(LENGTHS)]
+        assert relative_error(powered, np.stack(expected)) < 1e-12
+
+        Lambda_bar = np.exp(-rng.uniform(0.05, 0.5, n) + 1j * rng.uniform(-2, 2, n))
+        B_T, C = complex_normal(rng, channels, n), complex_normal(rng, channels, n)
+        s0 = complex_normal(rng, batch, n)
+        y, final = s5_scan(*map(jnp.asarray, (Lambda_bar, B_T, C, u, s0)), lengths=lengths)
+        y_full, _ = s5_scan(*map(jnp.asarray, (Lambda_bar, B_T, C, u, s0)))
+        expected = prefix_loop(lambda x, u_k: Lambda_bar * x + u_k @ B_T, s0, u, LENGTHS)
+        assert relative_error(real_view(final), real_view(expected)) < 1e-12
+        np.testing.assert_array_equal(y, y_full)  # the outputs are the scan's whatever the lengths
+
+    history = rng.normal(size=(batch, 2, channels)).astype(np.float32)
+    kept = lti.next_history(jnp.asarray(u, jnp.float32), 2, jnp.asarray(history), lengths=lengths)
+    joined = np.concatenate([history, u.astype(np.float32)], 1)
+    np.testing.assert_array_equal(kept, np.stack([joined[row, k:k + 2] for row, k in enumerate(LENGTHS)]))
+    with pytest.raises(ValueError, match=r"lengths has shape \(3,\), expected \(4,\)"):
+        lti.diagonal_final_state(jnp.asarray(log_Lambda_bar), jnp.asarray(B_bar), jnp.asarray(u),
+                                 lengths=lengths[:3])

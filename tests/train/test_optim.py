@@ -23,7 +23,7 @@ class OneOfEachGroup(nnx.Module):
         def value(*shape):
             return jnp.asarray(rng.standard_normal(shape), jnp.float32)
 
-        self.matrix = nnx.Param(value(3, 4), **axes("embed", None))
+        self.matrix = nnx.Param(value(3, 4), **axes("embed", None, group="decay"))
         self.bias = nnx.Param(value(4), **axes(None, group="no_decay"))
         self.log_dt = nnx.Param(value(5), **axes("embed", group="ssm"))
         self.unmarked = nnx.Param(value(2, 2))

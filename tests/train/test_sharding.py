@@ -116,9 +116,9 @@ def test_partition_spec_follows_metadata_and_divisibility():
 def test_replicated_axes_are_named_one_line_each():
     class Layer(nnx.Module):
         def __init__(self):
-            self.kernel = nnx.Param(jnp.zeros((10, 8)), **axes("embed", "inner"))
-            self.scale = nnx.Param(jnp.zeros((8,)), **axes("embed"))
-            self.square = nnx.Param(jnp.zeros((8, 8)), **axes("embed", "embed"))
+            self.kernel = nnx.Param(jnp.zeros((10, 8)), **axes("embed", "inner", group="decay"))
+            self.scale = nnx.Param(jnp.zeros((8,)), **axes("embed", group="no_decay"))
+            self.square = nnx.Param(jnp.zeros((8, 8)), **axes("embed", "embed", group="decay"))
 
     lines = replicated_axes(nnx.state(Layer(), nnx.Param), AbstractMesh((2, 4, 1), MESH_AXES))
     assert lines == [

@@ -122,9 +122,9 @@ class TinyClassifier(nnx.Module):
     def __init__(self, config: TinyClassifierConfig, *, rngs: nnx.Rngs):
         self.width = config.width
         self.embedding = nnx.Embed(config.vocab_size, config.width, rngs=rngs,
-                                   embedding_metadata=axes("vocab", "embed"))
+                                   embedding_metadata=axes("vocab", "embed", group="decay"))
         self.head = nnx.Linear(2 * config.width, config.num_classes, rngs=rngs,
-                               kernel_metadata=axes("embed", None),
+                               kernel_metadata=axes("embed", None, group="decay"),
                                bias_metadata=axes(None, group="no_decay"))
 
     def pool(self, inputs, mask):
