@@ -593,6 +593,9 @@ def selective_scan(
 ) -> tuple[jax.Array, jax.Array]:
     """Fused selective scan; differentiable in every array argument (``jax.custom_vjp``).
 
+    Block sizes left as ``None`` take the tuned defaults for the current GPU
+    (:func:`default_block_sizes`).
+
     Args:
       u, delta, z: (b, l, d) in float32, bfloat16 or float16.
       A: (d, n) float32.
@@ -610,8 +613,6 @@ def selective_scan(
       bwd_block_d, bwd_num_warps: channels and warps per backward program.
       num_stages: Triton's software-pipelining depth.
       interpret: run the kernels in Pallas interpret mode (any backend; slow).
-      Block sizes left as ``None`` take the tuned defaults for the current GPU
-      (:func:`default_block_sizes`).
 
     Returns:
       y: (b, l, d) in u.dtype, and the final state (b, d, n) float32.

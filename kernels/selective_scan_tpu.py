@@ -647,6 +647,8 @@ def selective_scan(
 ) -> tuple[jax.Array, jax.Array]:
     """Fused selective scan on a TPU; differentiable in every array argument (``custom_vjp``).
 
+    Block sizes left as ``None`` take :func:`default_block_sizes`.
+
     Args:
       u, delta, z: (b, l, d) in float32, bfloat16 or float16.
       A: (d, n) float32.
@@ -665,7 +667,6 @@ def selective_scan(
       vmem_limit_bytes: Mosaic's scoped VMEM limit; by default :func:`vmem_bytes` of the
         larger of the two kernels plus headroom, capped at the TPU's VMEM.
       interpret: run the kernels in Pallas' TPU interpret mode (any backend; slow).
-      Block sizes left as ``None`` take :func:`default_block_sizes`.
 
     Returns:
       y: (b, l, d) in u.dtype, and the final state (b, d, n) float32.

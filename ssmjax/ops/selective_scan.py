@@ -21,7 +21,7 @@ Packed sequences (``segment_ids``), the convention of every op and kernel here:
     the final state is each row's last segment's. The kernels take the same information as
     ``reset: (b, l)``, True where a segment starts (:func:`segment_starts`).
 
-Backends:
+Backends::
     ``"sequential"``   ``lax.scan`` of :func:`selective_scan_step` over time: the ground truth.
     ``"associative"``  ``lax.associative_scan`` over the whole length: O(log L) depth,
                        materialises ``(b, l, d, n)``.
