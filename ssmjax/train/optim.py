@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import jax
+import jax.numpy as jnp
 import optax
 from flax import nnx
 
@@ -120,6 +121,28 @@ def _labels(groups: Mapping[tuple, str]):
     return label
 
 
+def scale_by_group_learning_rate(schedules: Mapping[str, optax.Schedule],
+                                 label: Callable[[Any], Any]) -> optax.GradientTransformation:
+    """``update ← −rate_g(count) · update`` for each parameter of group ``g = label(...)``.
+
+    One step count for every group, held as :func:`optax.scale_by_learning_rate` holds it
+    (``ScaleByScheduleState``), so the state is that of a single learning rate.
+    """
+
+    def init(params):
+        del params
+        return optax.ScaleByScheduleState(count=jnp.zeros([], jnp.int32))
+
+    def update(updates, state, params=None):
+        del params
+        rates = {group: schedule(state.count) for group, schedule in schedules.items()}
+        updates = jax.tree.map(lambda u, group: -jnp.asarray(rates[group], u.dtype) * u,
+                               updates, label(updates))
+        return updates, optax.ScaleByScheduleState(count=optax.safe_increment(state.count))
+
+    return optax.GradientTransformation(init, update)
+
+
 def make_optimizer(config: OptimizerConfig, total_steps: int,
                    model: nnx.Module) -> optax.GradientTransformationExtraArgs:
     """Clip by global norm → AdamW per optimiser group of ``model``'s parameters [→ reduce on
@@ -129,20 +152,20 @@ def make_optimizer(config: OptimizerConfig, total_steps: int,
     decay; ``"ssm"``: ``ssm_learning_rate`` (default ``learning_rate``), no decay; every group
     on the same schedule. With ``schedule="plateau"`` the update takes the loss as ``value=``.
     """
-    groups = parameter_groups(model)
-    label = _labels(groups)
-    schedule = learning_rate_schedule(config, total_steps)
-    ssm_schedule = learning_rate_schedule(config, total_steps, config.ssm_learning_rate)
+    label = _labels(parameter_groups(model))
+    rates = {"decay": learning_rate_schedule(config, total_steps),
+             "no_decay": learning_rate_schedule(config, total_steps),
+             "ssm": learning_rate_schedule(config, total_steps, config.ssm_learning_rate)}
     # AdamW is Adam's scaling, then decayed weights, then the learning rate: one Adam state for
-    # all parameters, the decay masked to its group, the rate chosen per group.
-    adamw = [
+    # all parameters, the decay masked to its group, the rate chosen per group — nested as
+    # optax.adamw nests them, so that the optimiser state keeps optax.adamw's layout and
+    # checkpoints written before the groups existed still resume.
+    adamw = optax.chain(
         optax.scale_by_adam(b1=config.b1, b2=config.b2, eps=config.eps),
         optax.add_decayed_weights(config.weight_decay, mask=lambda params: jax.tree.map(
             lambda group: group == "decay", label(params))),
-        optax.multi_transform({"decay": optax.scale_by_learning_rate(schedule),
-                               "no_decay": optax.scale_by_learning_rate(schedule),
-                               "ssm": optax.scale_by_learning_rate(ssm_schedule)}, label)]
-    parts = [optax.clip_by_global_norm(config.grad_clip_norm), *adamw]
+        scale_by_group_learning_rate(rates, label))
+    parts = [optax.clip_by_global_norm(config.grad_clip_norm), adamw]
     if config.schedule == "plateau":
         parts.append(optax.contrib.reduce_on_plateau(
             factor=config.plateau_factor, patience=config.plateau_patience,

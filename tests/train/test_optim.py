@@ -6,6 +6,7 @@ import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 from flax import nnx
 
@@ -98,3 +99,17 @@ def test_plateau_schedule_trains():
                              make_mesh(1, 1, 1, devices=jax.devices()[:1]))
     metrics = run.run_steps(1, 1)
     assert np.isfinite(float(metrics["loss"]))
+
+
+def test_optimiser_state_keeps_the_layout_of_optax_adamw():
+    """Checkpoints written before parameters had groups hold optax.adamw's state: the grouped
+    optimiser nests its parts the same way, so they still resume."""
+    model = OneOfEachGroup(np.random.default_rng(0))
+    params = nnx.state(model, nnx.Param)
+    config = OptimizerConfig(schedule="constant", warmup_steps=0)
+    grouped = make_optimizer(config, 10, model).init(params)
+    before = optax.chain(optax.clip_by_global_norm(config.grad_clip_norm),
+                         optax.adamw(learning_rate_schedule(config, 10),
+                                     weight_decay=config.weight_decay,
+                                     mask=lambda p: jax.tree.map(lambda _: True, p))).init(params)
+    assert jax.tree.structure(grouped) == jax.tree.structure(before)
