@@ -295,3 +295,29 @@ def test_op_dispatches_to_the_tpu_kernel_on_a_tpu(monkeypatch, backend):
 
     module = export_for_tpu(jax.grad(loss), (args,))
     assert "selective_scan_tpu_fwd" in module and "selective_scan_tpu_bwd" in module
+
+
+def test_op_passes_segment_resets_to_the_tpu_kernel(monkeypatch):
+    """Packed rows through ``ssmjax.ops.selective_scan`` on a TPU: the op hands the TPU kernel
+    the resets of ``segment_ids`` (and lowers to the Mosaic kernel)."""
+    from ssmjax.kernels import selective_scan_tpu
+
+    monkeypatch.setattr(jax, "default_backend", lambda: "tpu")
+    kernel, seen = selective_scan_tpu.selective_scan, []
+
+    def recording(*args, reset=None, **kwargs):
+        seen.append(reset)
+        return kernel(*args, reset=reset, **kwargs)
+
+    monkeypatch.setattr(selective_scan_tpu, "selective_scan", recording)
+    args = abstract_inputs(2, 64, 256, 16, 1, jnp.float32)
+    segment_ids = jax.ShapeDtypeStruct((2, 64), jnp.int32)
+
+    def loss(args, segment_ids):
+        y = op_selective_scan(**args, delta_softplus=True, segment_ids=segment_ids,
+                              backend="pallas")
+        return jnp.sum(y ** 2)
+
+    module = export_for_tpu(jax.grad(loss), (args, segment_ids))
+    assert "selective_scan_tpu_fwd" in module and "selective_scan_tpu_bwd" in module
+    assert seen and all(reset is not None and reset.shape == (2, 64) for reset in seen)
